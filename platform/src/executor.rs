@@ -1,0 +1,74 @@
+//! Where builds run, behind [`Executor`]: a local sandboxed process or a remote task.
+
+use crate::model::{BuildSettings, DeploymentTarget};
+use crate::{BranchName, CommitSha, DeploymentId, GitUrl, ProjectId, ProjectSlug};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Project environment variables handed to a build. `Debug` shows the names only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVars(pub BTreeMap<String, String>);
+
+impl fmt::Debug for EnvVars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// Everything a builder needs to produce one deployment; it needs nothing else from the platform.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildJob {
+    pub deployment_id: DeploymentId,
+    pub project_id: ProjectId,
+    pub project_slug: ProjectSlug,
+    pub target: DeploymentTarget,
+    pub git_url: GitUrl,
+    pub branch: BranchName,
+    /// Build exactly this commit; otherwise the branch's head at clone time.
+    pub commit: Option<CommitSha>,
+    pub settings: BuildSettings,
+    pub env: EnvVars,
+    #[serde(with = "duration_secs")]
+    pub timeout: Duration,
+    /// Sequence number of the first log line this build writes (a restarted build continues
+    /// the numbering of the earlier attempt).
+    pub first_seq: u64,
+}
+
+mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("the build could not be started: {0}")]
+    Start(String),
+    #[error("executor: {0}")]
+    Backend(String),
+}
+
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Starts the build and returns at once. The build reports progress on the log bus; from
+    /// here on its deployment's state comes only from there.
+    async fn start(&self, job: BuildJob) -> Result<(), ExecutorError>;
+
+    /// Asks a running build to stop. The build reports `canceled` itself; cancelling a build the
+    /// executor does not know is not an error.
+    async fn cancel(&self, deployment: &DeploymentId) -> Result<(), ExecutorError>;
+
+    /// Whether builds keep running when this process exits (remote tasks do, local ones do not).
+    fn builds_outlive_process(&self) -> bool;
+}

@@ -1,0 +1,150 @@
+//! The one typed configuration of a CloudRunr process.
+//!
+//! The binary fills it from flags and `CLOUDRUNR_*` environment variables; everything else takes
+//! what it needs from here. Secrets are wrapped in [`Secret`] so that `Debug` never prints them.
+
+use crate::GitHostPolicy;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A value that must not appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the embedded backends keep their state (database, artifacts, build workspaces).
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub sites: SitesSettings,
+    pub git: GitHostPolicy,
+    pub jwt_secret: Secret,
+    /// `sqlite://…` or `postgres://…`; may carry a password, hence secret.
+    pub database_url: Secret,
+    pub build: BuildLimits,
+}
+
+/// How deployed sites are addressed: `<scheme>://<slug>.<domain>[:<port>]/`.
+#[derive(Debug, Clone)]
+pub struct SitesSettings {
+    pub domain: String,
+    pub scheme: String,
+    /// Omitted from URLs when `None`.
+    pub port: Option<u16>,
+}
+
+impl SitesSettings {
+    /// Whether `host` (a Host header, port allowed) names a site; returns its leftmost label.
+    pub fn site_label<'h>(&self, host: &'h str) -> Option<&'h str> {
+        let name = strip_port(host);
+        let suffix_len = self.domain.len() + 1;
+        if name.len() <= suffix_len {
+            return None;
+        }
+        let (label, rest) = name.split_at(name.len() - suffix_len);
+        let matches_domain = rest.as_bytes()[0] == b'.' && rest[1..].eq_ignore_ascii_case(&self.domain);
+        (matches_domain && !label.contains('.')).then_some(label)
+    }
+
+    /// The public URL of the site whose host label is `label`.
+    pub fn url_for(&self, label: &str) -> String {
+        match self.port {
+            Some(port) => format!("{}://{label}.{}:{port}/", self.scheme, self.domain),
+            None => format!("{}://{label}.{}/", self.scheme, self.domain),
+        }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Whether builds run inside bubblewrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    Bubblewrap,
+    /// Builds run as plain child processes. Only for machines where bubblewrap cannot run, and
+    /// only when asked for explicitly.
+    UnsafeNone,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildLimits {
+    pub timeout: Duration,
+    pub sandbox: SandboxMode,
+    /// Builds running at once across all projects.
+    pub max_concurrent: usize,
+    pub max_output_files: u64,
+    pub max_output_bytes: u64,
+}
+
+impl Default for BuildLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(15 * 60),
+            sandbox: SandboxMode::Bubblewrap,
+            max_concurrent: 2,
+            max_output_files: 20_000,
+            max_output_bytes: 1 << 30,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sites(domain: &str) -> SitesSettings {
+        SitesSettings { domain: domain.into(), scheme: "http".into(), port: Some(8080) }
+    }
+
+    #[test]
+    fn site_labels() {
+        let s = sites("localhost");
+        assert_eq!(s.site_label("app.localhost:8080"), Some("app"));
+        assert_eq!(s.site_label("APP.LocalHost"), Some("APP"));
+        assert_eq!(s.site_label("localhost:8080"), None);
+        assert_eq!(s.site_label(".localhost"), None);
+        assert_eq!(s.site_label("a.b.localhost"), None);
+        assert_eq!(s.site_label("app.localhostx"), None);
+        assert_eq!(s.site_label("127.0.0.1:8080"), None);
+        let s = sites("sites.example.com");
+        assert_eq!(s.site_label("blog.sites.example.com"), Some("blog"));
+        assert_eq!(s.site_label("sites.example.com"), None);
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(sites("localhost").url_for("app"), "http://app.localhost:8080/");
+        let s = SitesSettings { domain: "example.com".into(), scheme: "https".into(), port: None };
+        assert_eq!(s.url_for("app"), "https://app.example.com/");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.expose(), "hunter2");
+    }
+}
