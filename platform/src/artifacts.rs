@@ -209,7 +209,10 @@ impl ArtifactStore for LocalArtifactStore {
             Err(e) => return Err(e.into()),
         };
         let len = file.metadata().await?.len();
-        Ok(ObjectReader { len, reader: Box::pin(file) })
+        Ok(ObjectReader {
+            len,
+            reader: Box::pin(file),
+        })
     }
 
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -271,7 +274,10 @@ mod tests {
         obj.reader.read_to_string(&mut buf).await.unwrap();
         assert_eq!(buf, "hello");
         let missing = ContentHash::of(b"nope");
-        assert!(matches!(store.get_object(&missing).await, Err(StoreError::MissingObject(_))));
+        assert!(matches!(
+            store.get_object(&missing).await,
+            Err(StoreError::MissingObject(_))
+        ));
     }
 
     #[tokio::test]
@@ -283,9 +289,17 @@ mod tests {
         let mut files = BTreeMap::new();
         files.insert(
             RelPath::parse("index.html").unwrap(),
-            FileEntry { hash: ContentHash::of(b"x"), size: 1, content_type: "text/html".into() },
+            FileEntry {
+                hash: ContentHash::of(b"x"),
+                size: 1,
+                content_type: "text/html".into(),
+            },
         );
-        let m = Manifest { deployment_id: id.clone(), spa: true, files };
+        let m = Manifest {
+            deployment_id: id.clone(),
+            spa: true,
+            files,
+        };
         store.put_manifest(&m).await.unwrap();
         assert_eq!(store.get_manifest(&id).await.unwrap(), Some(m));
         store.delete_manifest(&id).await.unwrap();

@@ -128,7 +128,11 @@ impl InProcessBus {
     pub fn new() -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
         let (watchers, _) = broadcast::channel(8 * 1024);
-        Self { tx, rx: Mutex::new(Some(rx)), watchers }
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            watchers,
+        }
     }
 }
 
@@ -148,7 +152,12 @@ impl LogBus for InProcessBus {
     }
 
     async fn subscribe_durable(&self) -> Result<Box<dyn DurableSubscription>, BusError> {
-        let rx = self.rx.lock().expect("bus lock").take().ok_or(BusError::ConsumerTaken)?;
+        let rx = self
+            .rx
+            .lock()
+            .expect("bus lock")
+            .take()
+            .ok_or(BusError::ConsumerTaken)?;
         Ok(Box::new(InProcessSubscription {
             rx,
             pending: Vec::new(),

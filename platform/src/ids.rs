@@ -113,7 +113,13 @@ mod tests {
 
     #[test]
     fn rejects_foreign_strings() {
-        for bad in ["", "abc", "../../etc/passwd", "ABCDEFGHJKMNPQRSTVWX", "0123456789abcdefghjki"] {
+        for bad in [
+            "",
+            "abc",
+            "../../etc/passwd",
+            "ABCDEFGHJKMNPQRSTVWX",
+            "0123456789abcdefghjki",
+        ] {
             assert!(UserId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -258,7 +258,10 @@ mod tests {
         for s in DeploymentState::ALL {
             assert_eq!(DeploymentState::parse(s.as_str()), Some(*s));
         }
-        assert_eq!(serde_json::to_string(&DeploymentState::TimedOut).unwrap(), "\"timed_out\"");
+        assert_eq!(
+            serde_json::to_string(&DeploymentState::TimedOut).unwrap(),
+            "\"timed_out\""
+        );
         let err = serde_json::from_str::<Framework>("\"rails\"").unwrap_err().to_string();
         assert!(err.contains("vite"), "{err}");
     }

@@ -395,9 +395,9 @@ impl BranchName {
             && !raw.contains("@{")
             && raw != "@"
             && !raw.split('/').any(|c| c.starts_with('.'))
-            && !raw.chars().any(|c| {
-                c.is_control() || c.is_whitespace() || "~^:?*[\\\u{7f}".contains(c)
-            });
+            && !raw
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\\u{7f}".contains(c));
         if raw_ok { Ok(Self(raw.to_owned())) } else { Err(bad()) }
     }
 }
@@ -542,7 +542,11 @@ mod tests {
         assert!(ok("http://git.internal:8081/r.git").is_err());
         assert!(ok("http://github.com/a/b").is_err());
         assert!(ok("https://github.com/a/b").is_ok());
-        assert!(GitHostPolicy::default().check(&GitUrl::parse("http://127.0.0.1/r").unwrap()).is_err());
+        assert!(
+            GitHostPolicy::default()
+                .check(&GitUrl::parse("http://127.0.0.1/r").unwrap())
+                .is_err()
+        );
     }
 
     #[test]
@@ -569,7 +573,9 @@ mod tests {
         for ok in ["main", "feature/x", "release-1.2", "fix_#12"] {
             assert!(BranchName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-x", "a..b", "a b", "a~1", "x.lock", "a/", "/a", "@", "a@{1}", ".hidden", "a/.b"] {
+        for bad in [
+            "", "-x", "a..b", "a b", "a~1", "x.lock", "a/", "/a", "@", "a@{1}", ".hidden", "a/.b",
+        ] {
             assert!(BranchName::parse(bad).is_err(), "{bad}");
         }
     }
@@ -589,6 +595,9 @@ mod tests {
         assert!(matches!(EnvKey::parse("1X"), Err(EnvKeyError::Invalid(_))));
         assert!(matches!(EnvKey::parse("A-B"), Err(EnvKeyError::Invalid(_))));
         assert!(matches!(EnvKey::parse("PATH"), Err(EnvKeyError::Reserved(_))));
-        assert!(matches!(EnvKey::parse("CLOUDRUNR_JWT_SECRET"), Err(EnvKeyError::Reserved(_))));
+        assert!(matches!(
+            EnvKey::parse("CLOUDRUNR_JWT_SECRET"),
+            Err(EnvKeyError::Reserved(_))
+        ));
     }
 }

@@ -116,7 +116,11 @@ mod tests {
     use super::*;
 
     fn sites(domain: &str) -> SitesSettings {
-        SitesSettings { domain: domain.into(), scheme: "http".into(), port: Some(8080) }
+        SitesSettings {
+            domain: domain.into(),
+            scheme: "http".into(),
+            port: Some(8080),
+        }
     }
 
     #[test]
@@ -137,7 +141,11 @@ mod tests {
     #[test]
     fn urls() {
         assert_eq!(sites("localhost").url_for("app"), "http://app.localhost:8080/");
-        let s = SitesSettings { domain: "example.com".into(), scheme: "https".into(), port: None };
+        let s = SitesSettings {
+            domain: "example.com".into(),
+            scheme: "https".into(),
+            port: None,
+        };
         assert_eq!(s.url_for("app"), "https://app.example.com/");
     }
 

@@ -69,9 +69,14 @@ impl Database {
                 let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or_default();
                 if let Some(parent) = Path::new(path).parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| DbError::Corrupt(format!("{}: {e}", parent.display())))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| DbError::Corrupt(format!("{}: {e}", parent.display())))?;
                 }
-                let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
+                let url = if url.contains('?') {
+                    url.to_owned()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
                 let pool = AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(30))
@@ -125,7 +130,8 @@ impl Database {
             .bind(email)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?))).transpose()
+        row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
+            .transpose()
     }
 
     pub async fn user(&self, id: &UserId) -> Result<Option<User>> {
@@ -185,13 +191,11 @@ impl Database {
 
     /// The owner of the token with this hash, noting the use.
     pub async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>> {
-        let row = sqlx::query(
-            "UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2 RETURNING user_id",
-        )
-        .bind(Timestamp::now().millis())
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2 RETURNING user_id")
+            .bind(Timestamp::now().millis())
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
             Some(r) => self.user(&parse_id(r.try_get("user_id")?, UserId::parse)?).await,
             None => Ok(None),
@@ -234,7 +238,9 @@ impl Database {
                 .await?;
         }
         tx.commit().await?;
-        self.project(&id).await?.ok_or_else(|| DbError::Corrupt("project vanished".into()))
+        self.project(&id)
+            .await?
+            .ok_or_else(|| DbError::Corrupt("project vanished".into()))
     }
 
     pub async fn slug_taken(&self, slug: &ProjectSlug) -> Result<bool> {
@@ -270,10 +276,12 @@ impl Database {
     }
 
     pub async fn list_projects(&self, owner: &UserId) -> Result<Vec<Project>> {
-        let rows = sqlx::query(&format!("{PROJECT_SELECT} WHERE owner_id = $1 ORDER BY created_at DESC"))
-            .bind(owner.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "{PROJECT_SELECT} WHERE owner_id = $1 ORDER BY created_at DESC"
+        ))
+        .bind(owner.as_str())
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             out.push(self.project_from_row(r).await?);
@@ -324,7 +332,9 @@ impl Database {
             }
         }
         tx.commit().await?;
-        self.project(id).await?.ok_or_else(|| DbError::Corrupt("project vanished".into()))
+        self.project(id)
+            .await?
+            .ok_or_else(|| DbError::Corrupt("project vanished".into()))
     }
 
     /// Deletes the project with its deployments and their logs.
@@ -334,7 +344,10 @@ impl Database {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM projects WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -413,10 +426,16 @@ impl Database {
             branch: parse_with(r.try_get("branch")?, BranchName::parse)?,
             build: BuildSettings {
                 root_dir: parse_with(r.try_get("root_dir")?, RelPath::parse)?,
-                framework: r.try_get::<Option<String>, _>("framework")?.map(|f| parse_enum(&f, Framework::parse)).transpose()?,
+                framework: r
+                    .try_get::<Option<String>, _>("framework")?
+                    .map(|f| parse_enum(&f, Framework::parse))
+                    .transpose()?,
                 install_command: r.try_get("install_command")?,
                 build_command: r.try_get("build_command")?,
-                output_dir: r.try_get::<Option<String>, _>("output_dir")?.map(|p| parse_with(p, RelPath::parse)).transpose()?,
+                output_dir: r
+                    .try_get::<Option<String>, _>("output_dir")?
+                    .map(|p| parse_with(p, RelPath::parse))
+                    .transpose()?,
             },
             env_keys: keys,
             production_deployment_id: r
@@ -445,7 +464,9 @@ impl Database {
         .bind(Timestamp::now().millis())
         .execute(&self.pool)
         .await?;
-        self.deployment(&id).await?.ok_or_else(|| DbError::Corrupt("deployment vanished".into()))
+        self.deployment(&id)
+            .await?
+            .ok_or_else(|| DbError::Corrupt("deployment vanished".into()))
     }
 
     pub async fn deployment(&self, id: &DeploymentId) -> Result<Option<Deployment>> {
@@ -468,11 +489,13 @@ impl Database {
 
     /// The project's deployments, newest first.
     pub async fn list_deployments(&self, project: &ProjectId, limit: u32) -> Result<Vec<Deployment>> {
-        let rows = sqlx::query(&format!("{DEPLOYMENT_SELECT} WHERE d.project_id = $1 ORDER BY d.number DESC LIMIT $2"))
-            .bind(project.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "{DEPLOYMENT_SELECT} WHERE d.project_id = $1 ORDER BY d.number DESC LIMIT $2"
+        ))
+        .bind(project.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(deployment_from_row).collect()
     }
 
@@ -564,8 +587,11 @@ impl Database {
             return Ok(None);
         }
         let terminal = change.state.is_terminal();
-        let phases = (!change.phases.is_empty()).then(|| serde_json::to_string(&change.phases).expect("phases serialize"));
-        let artifact = change.artifact.map(|a| serde_json::to_string(&a).expect("summary serializes"));
+        let phases =
+            (!change.phases.is_empty()).then(|| serde_json::to_string(&change.phases).expect("phases serialize"));
+        let artifact = change
+            .artifact
+            .map(|a| serde_json::to_string(&a).expect("summary serializes"));
         let done = sqlx::query(&format!(
             "UPDATE deployments SET state = $2, \
                started_at = CASE WHEN started_at IS NULL AND $2 <> 'queued' THEN $3 ELSE started_at END, \
@@ -591,7 +617,11 @@ impl Database {
         .bind(artifact)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 1 { self.deployment(id).await } else { Ok(None) }
+        if done.rows_affected() == 1 {
+            self.deployment(id).await
+        } else {
+            Ok(None)
+        }
     }
 
     /// Puts builds that were running in this process back in the queue (after a restart, when
@@ -603,7 +633,9 @@ impl Database {
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(|r| parse_id(r.try_get("id")?, DeploymentId::parse)).collect()
+        rows.into_iter()
+            .map(|r| parse_id(r.try_get("id")?, DeploymentId::parse))
+            .collect()
     }
 
     // -----------------------------------------------------------------------------------------
@@ -662,7 +694,10 @@ impl Database {
             .bind(id.as_str())
             .fetch_one(&self.pool)
             .await?;
-        Ok(row.try_get::<Option<i64>, _>("m")?.and_then(|m| u64::try_from(m).ok()).unwrap_or(0))
+        Ok(row
+            .try_get::<Option<i64>, _>("m")?
+            .and_then(|m| u64::try_from(m).ok())
+            .unwrap_or(0))
     }
 }
 
@@ -748,14 +783,22 @@ fn deployment_from_row(r: &AnyRow) -> Result<Deployment> {
         state: parse_enum(&r.try_get::<String, _>("state")?, DeploymentState::parse)?,
         target: parse_enum(&r.try_get::<String, _>("target")?, DeploymentTarget::parse)?,
         branch: parse_with(r.try_get("branch")?, BranchName::parse)?,
-        commit_sha: r.try_get::<Option<String>, _>("commit_sha")?.map(|c| parse_with(c, CommitSha::parse)).transpose()?,
+        commit_sha: r
+            .try_get::<Option<String>, _>("commit_sha")?
+            .map(|c| parse_with(c, CommitSha::parse))
+            .transpose()?,
         commit_message: r.try_get("commit_message")?,
-        framework: r.try_get::<Option<String>, _>("framework")?.map(|f| parse_enum(&f, Framework::parse)).transpose()?,
+        framework: r
+            .try_get::<Option<String>, _>("framework")?
+            .map(|f| parse_enum(&f, Framework::parse))
+            .transpose()?,
         phases: serde_json::from_str(&phases).map_err(|e| DbError::Corrupt(format!("phases: {e}")))?,
         error: r.try_get("error")?,
         artifact: r
             .try_get::<Option<String>, _>("artifact")?
-            .map(|a| serde_json::from_str::<ArtifactSummary>(&a).map_err(|e| DbError::Corrupt(format!("artifact: {e}"))))
+            .map(|a| {
+                serde_json::from_str::<ArtifactSummary>(&a).map_err(|e| DbError::Corrupt(format!("artifact: {e}")))
+            })
             .transpose()?,
         cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),

@@ -43,7 +43,10 @@ async fn deploy(db: &Database, p: &Project) -> Deployment {
 async fn users_are_unique_by_email() {
     for (_dir, db) in databases().await {
         let u = user(&db, "ann@example.com").await;
-        assert!(matches!(db.create_user("B", "ann@example.com", "h").await, Err(DbError::Conflict("email"))));
+        assert!(matches!(
+            db.create_user("B", "ann@example.com", "h").await,
+            Err(DbError::Conflict("email"))
+        ));
         let (found, hash) = db.user_by_email("ann@example.com").await.unwrap().unwrap();
         assert_eq!((found, hash.as_str()), (u.clone(), "hash"));
         assert_eq!(db.user(&u.id).await.unwrap(), Some(u));
@@ -106,7 +109,10 @@ async fn project_updates_merge_env() {
                     name: "Site 2".into(),
                     git_url: p.git_url.clone(),
                     branch: p.branch.clone(),
-                    build: BuildSettings { output_dir: Some(RelPath::parse("out").unwrap()), ..Default::default() },
+                    build: BuildSettings {
+                        output_dir: Some(RelPath::parse("out").unwrap()),
+                        ..Default::default()
+                    },
                     env: vec![
                         (EnvKey::parse("API_KEY").unwrap(), None),
                         (EnvKey::parse("NEW").unwrap(), Some("v".into())),
@@ -134,10 +140,19 @@ async fn one_build_per_project_at_a_time() {
         assert_eq!(claimed, vec![a1.id.clone(), b1.id.clone()]);
         assert_eq!(db.running_count().await.unwrap(), 2);
         assert!(db.claim_queued(10).await.unwrap().is_empty());
-        db.apply_state(&a1.id, &StateChange::new(DeploymentState::Failed)).await.unwrap().unwrap();
+        db.apply_state(&a1.id, &StateChange::new(DeploymentState::Failed))
+            .await
+            .unwrap()
+            .unwrap();
         let next: Vec<_> = db.claim_queued(10).await.unwrap().into_iter().map(|d| d.id).collect();
         assert_eq!(next, vec![a2.id.clone()]);
-        let list: Vec<_> = db.list_deployments(&a.id, 10).await.unwrap().into_iter().map(|d| d.id).collect();
+        let list: Vec<_> = db
+            .list_deployments(&a.id, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
         assert_eq!(list, vec![a2.id, a1.id]);
     }
 }
@@ -154,13 +169,28 @@ async fn state_only_moves_forward() {
         assert_eq!(after.state, DeploymentState::Building);
         assert!(after.started_at.is_some());
         assert_eq!(after.phases["cloning"], 12);
-        assert!(db.apply_state(&d.id, &StateChange::new(DeploymentState::Cloning)).await.unwrap().is_none());
+        assert!(
+            db.apply_state(&d.id, &StateChange::new(DeploymentState::Cloning))
+                .await
+                .unwrap()
+                .is_none()
+        );
         let mut ready = StateChange::new(DeploymentState::Ready);
-        ready.artifact = Some(ArtifactSummary { files: 2, bytes: 10, new_files: 1, new_bytes: 4 });
+        ready.artifact = Some(ArtifactSummary {
+            files: 2,
+            bytes: 10,
+            new_files: 1,
+            new_bytes: 4,
+        });
         let done = db.apply_state(&d.id, &ready).await.unwrap().unwrap();
         assert_eq!(done.artifact.unwrap().new_files, 1);
         assert!(done.finished_at.is_some());
-        assert!(db.apply_state(&d.id, &StateChange::new(DeploymentState::Failed)).await.unwrap().is_none());
+        assert!(
+            db.apply_state(&d.id, &StateChange::new(DeploymentState::Failed))
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(!db.cancel_queued(&d.id).await.unwrap());
     }
 }
@@ -188,13 +218,29 @@ async fn log_lines_are_idempotent_and_ordered() {
         let p = project(&db, &ann, "site").await;
         let d = deploy(&db, &p).await;
         let line = |seq: u64, text: &str| {
-            (d.id.clone(), LogLine { seq, ts: Timestamp::now(), stream: LogStream::Stdout, text: text.into() })
+            (
+                d.id.clone(),
+                LogLine {
+                    seq,
+                    ts: Timestamp::now(),
+                    stream: LogStream::Stdout,
+                    text: text.into(),
+                },
+            )
         };
         db.insert_log_lines(&[line(2, "two"), line(1, "one")]).await.unwrap();
-        db.insert_log_lines(&[line(2, "duplicate"), line(3, "three")]).await.unwrap();
+        db.insert_log_lines(&[line(2, "duplicate"), line(3, "three")])
+            .await
+            .unwrap();
         let ghost = DeploymentId::generate();
         db.insert_log_lines(&[(ghost.clone(), line(1, "x").1)]).await.unwrap();
-        let texts: Vec<_> = db.log_lines(&d.id, 0, 10).await.unwrap().into_iter().map(|l| l.text).collect();
+        let texts: Vec<_> = db
+            .log_lines(&d.id, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
         assert_eq!(texts, ["one", "two", "three"]);
         assert_eq!(db.log_lines(&d.id, 2, 10).await.unwrap().len(), 1);
         assert_eq!(db.last_log_seq(&d.id).await.unwrap(), 3);
@@ -212,9 +258,14 @@ async fn interrupted_builds_are_requeued() {
         let p = project(&db, &ann, "site").await;
         let d = deploy(&db, &p).await;
         db.claim_queued(1).await.unwrap();
-        db.apply_state(&d.id, &StateChange::new(DeploymentState::Installing)).await.unwrap();
+        db.apply_state(&d.id, &StateChange::new(DeploymentState::Installing))
+            .await
+            .unwrap();
         assert_eq!(db.requeue_dispatched().await.unwrap(), vec![d.id.clone()]);
-        assert_eq!(db.deployment(&d.id).await.unwrap().unwrap().state, DeploymentState::Queued);
+        assert_eq!(
+            db.deployment(&d.id).await.unwrap().unwrap().state,
+            DeploymentState::Queued
+        );
         assert_eq!(db.claim_queued(1).await.unwrap().len(), 1);
     }
 }
