@@ -1,1 +1,118 @@
-//! placeholder
+//! The HTTP API under `/api`: accounts and tokens, projects, deployments, build logs, and the
+//! scheduler that hands queued deployments to the executor.
+//!
+//! Every route answers JSON (or Server-Sent Events for live logs); every error is an
+//! [`ApiError`]. Ownership is checked in the queries themselves: a user who does not own a
+//! project gets 404 for it and everything under it.
+
+mod auth;
+mod deployments;
+mod error;
+mod extract;
+mod logs;
+mod projects;
+pub mod scheduler;
+mod views;
+
+pub use auth::SessionKeys;
+pub use error::ApiError;
+
+use axum::Router;
+use axum::routing::{get, post};
+use builder::git::Git;
+use platform::GitHostPolicy;
+use platform::artifacts::ArtifactStore;
+use platform::bus::{LogBus, Notice};
+use platform::db::Database;
+use platform::executor::Executor;
+use platform::settings::SitesSettings;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The machine-readable description of every route.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+/// What the API needs, chosen by the binary from configuration.
+pub struct Services {
+    pub db: Database,
+    pub bus: Arc<dyn LogBus>,
+    pub executor: Arc<dyn Executor>,
+    pub store: Arc<dyn ArtifactStore>,
+    pub sessions: SessionKeys,
+    pub sites: SitesSettings,
+    pub git_policy: GitHostPolicy,
+    pub git: Git,
+    pub build_timeout: Duration,
+    pub max_concurrent_builds: usize,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+
+    /// Sends a notice; failing to is logged, never fatal (the listeners re-read on their own).
+    pub async fn notify(&self, notice: Notice) {
+        if let Err(e) = self.bus.notify(notice).await {
+            tracing::warn!("cannot send a notice: {e}");
+        }
+    }
+}
+
+/// The routes under `/api`, with JSON answers for unknown paths and methods.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/auth/signup", post(auth::signup))
+        .route("/auth/login", post(auth::login))
+        .route("/me", get(auth::me))
+        .route("/tokens", post(auth::create_token).get(auth::list_tokens))
+        .route("/tokens/{id}", axum::routing::delete(auth::delete_token))
+        .route("/projects", post(projects::create).get(projects::list))
+        .route(
+            "/projects/{slug}",
+            get(projects::get).patch(projects::patch).delete(projects::delete),
+        )
+        .route(
+            "/projects/{slug}/deployments",
+            post(deployments::create).get(deployments::list),
+        )
+        .route("/deployments/{id}", get(deployments::get))
+        .route("/deployments/{id}/cancel", post(deployments::cancel))
+        .route("/deployments/{id}/promote", post(deployments::promote))
+        .route("/deployments/{id}/logs", get(logs::page))
+        .route("/deployments/{id}/logs/stream", get(logs::stream))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(state);
+    Router::new()
+        .nest("/api", api)
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
+}
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}

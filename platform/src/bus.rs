@@ -73,6 +73,13 @@ pub enum Notice {
     WorkAvailable,
 }
 
+/// Something in this process that must have seen a notice before `notify` returns — the embedded
+/// router, so that a promote or a new production deployment is live by the time anyone hears of it.
+#[async_trait]
+pub trait NoticeListener: Send + Sync + 'static {
+    async fn on_notice(&self, notice: &Notice);
+}
+
 /// What watchers receive.
 #[derive(Debug, Clone)]
 pub enum Watched {
@@ -122,6 +129,7 @@ pub struct InProcessBus {
     tx: mpsc::Sender<BuildEvent>,
     rx: Mutex<Option<mpsc::Receiver<BuildEvent>>>,
     watchers: broadcast::Sender<Watched>,
+    listeners: Mutex<Vec<Arc<dyn NoticeListener>>>,
 }
 
 impl InProcessBus {
@@ -132,7 +140,13 @@ impl InProcessBus {
             tx,
             rx: Mutex::new(Some(rx)),
             watchers,
+            listeners: Mutex::default(),
         }
+    }
+
+    /// Registers a listener that every `notify` awaits before it returns.
+    pub fn add_listener(&self, listener: Arc<dyn NoticeListener>) {
+        self.listeners.lock().expect("bus lock").push(listener);
     }
 }
 
@@ -170,6 +184,10 @@ impl LogBus for InProcessBus {
     }
 
     async fn notify(&self, notice: Notice) -> Result<(), BusError> {
+        let listeners = self.listeners.lock().expect("bus lock").clone();
+        for l in listeners {
+            l.on_notice(&notice).await;
+        }
         // No watcher is not an error: nobody needed to know.
         let _ = self.watchers.send(Watched::Notice(notice));
         Ok(())

@@ -1,1 +1,224 @@
-//! placeholder
+//! Serves every deployed site by its Host label, entirely from memory.
+//!
+//! The routing table (label → project → production manifest) is loaded once, then kept current by
+//! [`Sites::spawn_watcher`] from the bus's `RoutesChanged` notices. A request never touches the
+//! database: it reads the current table, resolves its path against the manifest, and streams the
+//! object from the artifact store. Tables are swapped whole, so a request sees either the old or
+//! the new deployment, never a mix.
+
+mod assets;
+mod error;
+mod path;
+mod resolve;
+mod respond;
+mod table;
+mod watcher;
+
+pub use assets::is_hashed_asset;
+pub use error::RouterError;
+
+use arc_swap::ArcSwap;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use futures::StreamExt;
+use path::RequestPath;
+use platform::artifacts::{ArtifactStore, Manifest};
+use platform::bus::LogBus;
+use platform::db::{Database, Route};
+use platform::{DeploymentId, ProjectId};
+use respond::Page;
+use std::sync::Arc;
+use table::{Content, Site, Table};
+
+/// How many manifests a full load reads from the store at once.
+const LOAD_CONCURRENCY: usize = 16;
+
+/// The routing table and the request handler for deployed sites. Cheap to clone (Arc inside).
+#[derive(Clone)]
+pub struct Sites {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    store: Arc<dyn ArtifactStore>,
+    table: ArcSwap<Table>,
+    /// Serializes table updates. Each update reads the database and then publishes a table derived
+    /// from the current one; without this, two concurrent updates could each start from the same
+    /// table and the later swap would silently undo the earlier one.
+    updates: tokio::sync::Mutex<()>,
+}
+
+impl Sites {
+    /// An empty table: every label is unknown until [`Sites::load`].
+    pub fn new(db: Database, store: Arc<dyn ArtifactStore>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                store,
+                table: ArcSwap::from_pointee(Table::default()),
+                updates: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Loads every project's route and its production manifest into memory.
+    ///
+    /// A database error leaves the current table untouched. A project whose new production
+    /// manifest cannot be read keeps serving what it served before (or answers 502 if it served
+    /// nothing); the rest of the table is still installed, and the error
+    /// [`RouterError::Incomplete`] names those projects — one broken deployment must not take
+    /// every other site down at startup.
+    pub async fn load(&self) -> Result<(), RouterError> {
+        let _update = self.inner.updates.lock().await;
+        let routes = self.inner.db.routes().await?;
+        let current = self.inner.table.load_full();
+        let loaded: Vec<(Route, Result<Content, RouterError>)> = futures::stream::iter(routes)
+            .map(|route| {
+                let current = &current;
+                async move {
+                    let content = self.content_for(&route, current).await;
+                    (route, content)
+                }
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .collect()
+            .await;
+
+        let mut failed = Vec::new();
+        let mut sites = Vec::with_capacity(loaded.len());
+        for (route, content) in loaded {
+            let content = content.unwrap_or_else(|e| {
+                tracing::error!(project = %route.project_id, slug = %route.slug, error = %e, "cannot load a site");
+                failed.push(route.project_id.clone());
+                previous_content(&current, &route.project_id)
+            });
+            sites.push(Site {
+                project_id: route.project_id,
+                slug: route.slug,
+                content,
+            });
+        }
+        let table = Table::from_sites(sites);
+        tracing::info!(sites = table.len(), "routing table loaded");
+        self.inner.table.store(Arc::new(table));
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(RouterError::Incomplete(failed))
+        }
+    }
+
+    /// Re-reads one project's route (slug may have changed, production may have moved, project may
+    /// be gone). On any error the current table stays as it is.
+    pub async fn reload_project(&self, project: &ProjectId) -> Result<(), RouterError> {
+        let _update = self.inner.updates.lock().await;
+        let current = self.inner.table.load_full();
+        let site = match self.inner.db.route(project).await? {
+            Some(route) => {
+                let content = self.content_for(&route, &current).await?;
+                Some(Site {
+                    project_id: route.project_id,
+                    slug: route.slug,
+                    content,
+                })
+            }
+            None => None,
+        };
+        let mut table = Table::clone(&current);
+        match site {
+            Some(site) => {
+                tracing::debug!(project = %project, slug = %site.slug, "site reloaded");
+                table.insert(site);
+            }
+            None => {
+                tracing::debug!(project = %project, "site removed");
+                table.remove(project);
+            }
+        }
+        self.inner.table.store(Arc::new(table));
+        Ok(())
+    }
+
+    /// Spawns a task that keeps the table current: RoutesChanged → reload_project; Lagged → load()
+    /// everything. Failed reloads are logged and retried with backoff. The task subscribes before
+    /// this returns, so no notice sent afterwards is missed; it runs until the bus closes or the
+    /// handle is aborted.
+    pub fn spawn_watcher(&self, bus: Arc<dyn LogBus>) -> tokio::task::JoinHandle<()> {
+        let notices = bus.watch();
+        tokio::spawn(watcher::run(self.clone(), bus, notices))
+    }
+
+    /// Answers a request for the site whose host label is `label` (the caller extracted it from
+    /// the Host header with `SitesSettings::site_label`; compared case-insensitively).
+    pub async fn serve(&self, label: &str, req: Request) -> Response {
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return respond::page(StatusCode::METHOD_NOT_ALLOWED, Page::MethodNotAllowed, false),
+        };
+        // Holding the site (not the table guard) pins this request to one deployment.
+        let Some(site) = self.inner.table.load().lookup(label).cloned() else {
+            return respond::page(StatusCode::NOT_FOUND, Page::NoSite, head);
+        };
+        let manifest = match &site.content {
+            Content::Live(manifest) => Arc::clone(manifest),
+            Content::NotDeployed => {
+                let slug = site.slug.as_str();
+                return respond::page(StatusCode::NOT_FOUND, Page::NotDeployed { slug }, head);
+            }
+            Content::Unavailable => return respond::page(StatusCode::BAD_GATEWAY, Page::Unavailable, head),
+        };
+        let path = match RequestPath::parse(req.uri().path()) {
+            Ok(path) => path,
+            Err(e) => {
+                tracing::debug!(label, path = req.uri().path(), reason = %e, "bad request path");
+                return respond::page(StatusCode::BAD_REQUEST, Page::BadPath, head);
+            }
+        };
+        match resolve::resolve(&manifest, &path) {
+            Some(found) => respond::file(self.inner.store.as_ref(), found, req.headers(), head).await,
+            None => respond::page(StatusCode::NOT_FOUND, Page::NotFound, head),
+        }
+    }
+
+    /// The content a route should serve: its production manifest, reused from the current table
+    /// when production has not moved (manifests are immutable), otherwise read from the store.
+    async fn content_for(&self, route: &Route, current: &Table) -> Result<Content, RouterError> {
+        let Some(deployment) = &route.production else {
+            return Ok(Content::NotDeployed);
+        };
+        if let Some(manifest) = current
+            .site_of(&route.project_id)
+            .and_then(|s| s.manifest_for(deployment))
+        {
+            return Ok(Content::Live(manifest));
+        }
+        Ok(Content::Live(Arc::new(self.read_manifest(deployment).await?)))
+    }
+
+    async fn read_manifest(&self, deployment: &DeploymentId) -> Result<Manifest, RouterError> {
+        let manifest = self
+            .inner
+            .store
+            .get_manifest(deployment)
+            .await?
+            .ok_or_else(|| RouterError::MissingManifest(deployment.clone()))?;
+        if manifest.deployment_id != *deployment {
+            return Err(RouterError::WrongManifest {
+                asked: deployment.clone(),
+                found: manifest.deployment_id,
+            });
+        }
+        Ok(manifest)
+    }
+}
+
+/// What a project that failed to load keeps serving: its last good manifest, if it had one.
+fn previous_content(current: &Table, project: &ProjectId) -> Content {
+    current
+        .site_of(project)
+        .and_then(|s| s.live_manifest())
+        .map_or(Content::Unavailable, Content::Live)
+}

@@ -537,10 +537,10 @@ impl Database {
             .bind(Timestamp::now().millis())
             .execute(&self.pool)
             .await?;
-            if done.rows_affected() == 1 {
-                if let Some(d) = self.deployment(&id).await? {
-                    claimed.push(d);
-                }
+            if done.rows_affected() == 1
+                && let Some(d) = self.deployment(&id).await?
+            {
+                claimed.push(d);
             }
         }
         Ok(claimed)

@@ -1,0 +1,97 @@
+//! The scheduler: hands queued deployments to the executor, one build per project at a time
+//! and at most `max_concurrent` in all.
+
+use crate::AppState;
+use platform::bus::{Notice, Watched};
+use platform::executor::BuildJob;
+use platform::model::Deployment;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// How often the queue is looked at even without a notice (a notice may come from a process
+/// that crashed before sending it).
+const SWEEP: Duration = Duration::from_secs(2);
+
+/// Puts builds this process was running before a restart back in the queue, if the executor's
+/// builds did not survive the restart.
+pub async fn recover(state: &AppState) {
+    if state.executor.builds_outlive_process() {
+        return;
+    }
+    match state.db.requeue_dispatched().await {
+        Ok(ids) if !ids.is_empty() => tracing::info!("requeued {} builds interrupted by a restart", ids.len()),
+        Ok(_) => {}
+        Err(e) => tracing::error!("cannot requeue interrupted builds: {e}"),
+    }
+}
+
+/// Runs forever: dispatches whenever work may be available.
+pub async fn run(state: AppState) {
+    let mut watch = state.bus.watch();
+    loop {
+        dispatch(&state).await;
+        let wake = async {
+            loop {
+                match watch.recv().await {
+                    Ok(Watched::Notice(Notice::WorkAvailable)) | Err(RecvError::Lagged(_)) => return,
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SWEEP, wake).await;
+    }
+}
+
+async fn dispatch(state: &AppState) {
+    let running = match state.db.running_count().await {
+        Ok(n) => n,
+        Err(e) => return tracing::error!("scheduler cannot read the queue: {e}"),
+    };
+    let free = (state.max_concurrent_builds as u64).saturating_sub(running);
+    let claimed = match state.db.claim_queued(free).await {
+        Ok(c) => c,
+        Err(e) => return tracing::error!("scheduler cannot claim deployments: {e}"),
+    };
+    for d in claimed {
+        if let Err(why) = start(state, &d).await {
+            tracing::error!(deployment = %d.id, "cannot start the build: {why}");
+            if let Err(e) = state.db.fail_dispatch(&d.id, &why).await {
+                tracing::error!(deployment = %d.id, "cannot record the failure: {e}");
+            }
+            state.notify(Notice::WorkAvailable).await;
+        }
+    }
+}
+
+async fn start(state: &AppState, d: &Deployment) -> Result<(), String> {
+    let project = state
+        .db
+        .project(&d.project_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the project is gone")?;
+    let env = state.db.project_env(&project.id).await.map_err(|e| e.to_string())?;
+    let first_seq = state.db.last_log_seq(&d.id).await.map_err(|e| e.to_string())? + 1;
+    let job = BuildJob {
+        deployment_id: d.id.clone(),
+        project_id: project.id,
+        project_slug: project.slug,
+        target: d.target,
+        git_url: project.git_url,
+        branch: d.branch.clone(),
+        commit: d.commit_sha.clone(),
+        settings: project.build,
+        env,
+        timeout: state.build_timeout,
+        first_seq,
+    };
+    state.executor.start(job).await.map_err(|e| e.to_string())?;
+    // A cancel that arrived between the claim and the start found nothing to stop.
+    if let Ok(Some(now)) = state.db.deployment(&d.id).await
+        && now.cancel_requested
+    {
+        let _ = state.executor.cancel(&d.id).await;
+    }
+    Ok(())
+}

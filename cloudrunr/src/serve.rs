@@ -1,0 +1,144 @@
+//! `cloudrunr serve`: every component in one process, on one port.
+
+use crate::config::ServeArgs;
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use builder::{LocalExecutor, LocalExecutorConfig};
+use platform::artifacts::{ArtifactStore, LocalArtifactStore};
+use platform::bus::{InProcessBus, LogBus, Notice, NoticeListener};
+use platform::db::Database;
+use platform::executor::Executor;
+use platform::settings::SitesSettings;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let bound = listener.local_addr()?;
+    let settings = args.settings(bound)?;
+    tracing::debug!(?settings, "starting");
+
+    let db = Database::connect(settings.database_url.expose())
+        .await
+        .context("cannot open the database")?;
+    let store: Arc<dyn ArtifactStore> = Arc::new(LocalArtifactStore::open(settings.data_dir.join("artifacts")).await?);
+    let bus = Arc::new(InProcessBus::new());
+    let sites = router::Sites::new(db.clone(), store.clone());
+    if let Err(e) = sites.load().await {
+        tracing::error!("some sites could not be loaded: {e}");
+    }
+    // The router hears of route changes before the change is reported done.
+    bus.add_listener(Arc::new(RouteListener(sites.clone())));
+    let bus: Arc<dyn LogBus> = bus;
+
+    let executor = LocalExecutor::new(LocalExecutorConfig {
+        bus: bus.clone(),
+        store: store.clone(),
+        git: settings.git.clone(),
+        limits: settings.build.clone(),
+        data_dir: settings.data_dir.clone(),
+    })
+    .await;
+    let executor: Arc<dyn Executor> = Arc::new(executor);
+
+    let consumer_db = db.clone();
+    let consumer_bus = bus.clone();
+    tokio::spawn(async move {
+        if let Err(e) = log_consumer::run(consumer_db, consumer_bus).await {
+            tracing::error!("the log consumer stopped: {e}");
+        }
+    });
+
+    let state = api::AppState::new(api::Services {
+        db,
+        bus,
+        executor,
+        store,
+        sessions: api::SessionKeys::new(&settings.jwt_secret),
+        sites: settings.sites.clone(),
+        git_policy: settings.git.clone(),
+        git: builder::git::Git::new(settings.git.clone()),
+        build_timeout: settings.build.timeout,
+        max_concurrent_builds: settings.build.max_concurrent,
+    });
+    api::scheduler::recover(&state).await;
+    tokio::spawn(api::scheduler::run(state.clone()));
+
+    let front = Front {
+        api: api::router(state),
+        sites,
+        settings: settings.sites.clone(),
+    };
+    let app = axum::Router::new().fallback(dispatch).with_state(front);
+
+    println!("cloudrunr listening on http://{bound}");
+    println!("  API:   http://{bound}/api   (OpenAPI: http://{bound}/api/openapi.json)");
+    println!("  Sites: {}", settings.sites.url_for("<project>"));
+    println!("  Data:  {}", settings.data_dir.display());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// Keeps the embedded router's table current, before the change is reported done.
+struct RouteListener(router::Sites);
+
+#[async_trait::async_trait]
+impl NoticeListener for RouteListener {
+    async fn on_notice(&self, notice: &Notice) {
+        if let Notice::RoutesChanged { project_id } = notice
+            && let Err(e) = self.0.reload_project(project_id).await
+        {
+            tracing::error!(project = %project_id, "cannot reload the project's route: {e}");
+        }
+    }
+}
+
+/// Routes each request by its Host: `<label>.<sites domain>` to the router, anything else to the API.
+#[derive(Clone)]
+struct Front {
+    api: axum::Router,
+    sites: router::Sites,
+    settings: SitesSettings,
+}
+
+async fn dispatch(State(front): State<Front>, req: Request) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map(str::to_owned);
+    if let Some(label) = host.as_deref().and_then(|h| front.settings.site_label(h)) {
+        return front.sites.serve(label, req).await;
+    }
+    match front.api.oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+    .into_response()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

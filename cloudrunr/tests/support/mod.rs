@@ -1,0 +1,310 @@
+//! What the end-to-end tests share: a real `cloudrunr serve` process on a free port, a git
+//! server, and small clients for the JSON API, the live log stream and the sites.
+
+#![allow(dead_code)]
+
+pub mod git_server;
+
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The fixture apps under `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A running `cloudrunr serve` with its own data directory.
+pub struct Platform {
+    child: Child,
+    pub base: String,
+    pub port: u16,
+    pub data: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Platform {
+    pub async fn start() -> Platform {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the server with extra `CLOUDRUNR_*` variables.
+    pub async fn start_with(env: &[(&str, &str)]) -> Platform {
+        let data = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(data.path().join("server.log")).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudrunr"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path().join("data"))
+            .env("CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS", "127.0.0.1")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CLOUDRUNR_")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS", "127.0.0.1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start cloudrunr");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(addr) = line.strip_prefix("cloudrunr listening on http://") {
+                    let _ = tx.send(addr.trim().to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let log = std::fs::read_to_string(data.path().join("server.log")).unwrap_or_default();
+                panic!("cloudrunr did not start:\n{log}");
+            }
+        };
+        let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        Platform {
+            child,
+            base: format!("http://{addr}"),
+            port,
+            data,
+            http,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// A JSON API call; returns the status and the body (`Value::Null` when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// Signs up a new user and returns their session token.
+    pub async fn signup(&self, name: &str) -> String {
+        let email = format!("{}@example.com", name.to_lowercase().replace(' ', "."));
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/auth/signup",
+                None,
+                Some(json!({ "name": name, "email": email, "password": "correct horse battery" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates a project and returns its JSON.
+    pub async fn create_project(&self, token: &str, body: Value) -> Value {
+        let (status, resp) = self.post("/api/projects", token, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{resp}");
+        resp["project"].clone()
+    }
+
+    /// Triggers a deployment and returns its id.
+    pub async fn deploy(&self, token: &str, slug: &str) -> String {
+        let (status, resp) = self
+            .post(&format!("/api/projects/{slug}/deployments"), token, json!({}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
+        resp["deployment"]["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn deployment(&self, token: &str, id: &str) -> Value {
+        let (status, resp) = self.get(&format!("/api/deployments/{id}"), token).await;
+        assert_eq!(status, StatusCode::OK, "{resp}");
+        resp["deployment"].clone()
+    }
+
+    /// Polls until the deployment reaches a final state; returns it.
+    pub async fn wait_final(&self, token: &str, id: &str) -> Value {
+        for _ in 0..1200 {
+            let d = self.deployment(token, id).await;
+            if ["ready", "failed", "canceled", "timed_out"].contains(&d["state"].as_str().unwrap_or_default()) {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("deployment {id} did not finish; server log:\n{}", self.server_log());
+    }
+
+    /// All log lines of a deployment, as text.
+    pub async fn log_text(&self, token: &str, id: &str) -> String {
+        let (status, resp) = self.get(&format!("/api/deployments/{id}/logs?limit=5000"), token).await;
+        assert_eq!(status, StatusCode::OK, "{resp}");
+        resp["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .map(|l| l["text"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// GET on a site: the request goes to the platform's port with `Host: <label>.localhost`.
+    pub async fn site(&self, label: &str, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        self.site_request(Method::GET, label, path, headers).await
+    }
+
+    pub async fn site_request(
+        &self,
+        method: Method,
+        label: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("host", format!("{label}.localhost:{}", self.port));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("site request")
+    }
+
+    /// A raw request line sent as is (reqwest would normalize `..` away).
+    pub async fn raw_site_request(&self, label: &str, target: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect");
+        let req = format!("GET {target} HTTP/1.1\r\nHost: {label}.localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- cloudrunr server log ----\n{}", self.server_log());
+        }
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).expect("event data is JSON")
+    }
+}
+
+/// Opens the live log stream and collects events until `stop` says so (or the stream ends).
+pub async fn read_sse(
+    platform: &Platform,
+    token: &str,
+    id: &str,
+    last_event_id: Option<&str>,
+    mut stop: impl FnMut(&SseEvent) -> bool,
+) -> Vec<SseEvent> {
+    let mut req = platform
+        .http
+        .get(format!("{}/api/deployments/{id}/logs/stream", platform.base))
+        .bearer_auth(token);
+    if let Some(l) = last_event_id {
+        req = req.header("last-event-id", l);
+    }
+    let resp = req.send().await.expect("stream");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(c))) => c,
+            Ok(_) => return events,
+            Err(_) => panic!("the log stream did not finish; events so far: {events:?}"),
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut ev = SseEvent {
+                event: "message".into(),
+                id: None,
+                data: String::new(),
+            };
+            let mut any = false;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    ev.event = v.trim().to_owned();
+                    any = true;
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    ev.id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !ev.data.is_empty() {
+                        ev.data.push('\n');
+                    }
+                    ev.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    any = true;
+                }
+            }
+            if any {
+                let done = stop(&ev);
+                events.push(ev);
+                if done {
+                    return events;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! End-to-end behaviour of `Sites`: a real SQLite database and a local artifact store in a
+//! temporary directory, requests handed straight to `Sites::serve`.
+
+use axum::body::{Body, to_bytes};
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use platform::artifacts::{ArtifactStore, ContentHash, FileEntry, LocalArtifactStore, Manifest};
+use platform::bus::{InProcessBus, LogBus, Notice};
+use platform::db::{Database, NewDeployment, NewProject, ProjectUpdate};
+use platform::model::{BuildSettings, DeploymentTarget, Project, User};
+use platform::{BranchName, DeploymentId, GitUrl, ProjectSlug, RelPath};
+use router::{RouterError, Sites};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const REVALIDATE: &str = "public, max-age=0, must-revalidate";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    db: Database,
+    store: Arc<LocalArtifactStore>,
+    sites: Sites,
+    user: User,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::connect(&format!("sqlite://{}", dir.path().join("test.db").display()))
+            .await
+            .unwrap();
+        let store = Arc::new(LocalArtifactStore::open(dir.path().join("artifacts")).await.unwrap());
+        let user = db.create_user("Ann", "ann@example.com", "hash").await.unwrap();
+        let sites = Sites::new(db.clone(), store.clone());
+        Self {
+            dir,
+            db,
+            store,
+            sites,
+            user,
+        }
+    }
+
+    async fn project(&self, slug: &str) -> Project {
+        self.db
+            .create_project(NewProject {
+                owner: self.user.id.clone(),
+                slug: ProjectSlug::parse(slug).unwrap(),
+                name: slug.to_owned(),
+                git_url: GitUrl::parse("https://example.com/a/b.git").unwrap(),
+                branch: BranchName::parse("main").unwrap(),
+                build: BuildSettings::default(),
+                env: vec![],
+            })
+            .await
+            .unwrap()
+    }
+
+    /// A deployment of `project` holding `files`, stored but not promoted.
+    async fn deployment(&self, project: &Project, spa: bool, files: &[(&str, &str)]) -> DeploymentId {
+        let deployment = self
+            .db
+            .create_deployment(NewDeployment {
+                project: project.id.clone(),
+                target: DeploymentTarget::Production,
+                branch: project.branch.clone(),
+                commit: None,
+            })
+            .await
+            .unwrap();
+        let mut entries = BTreeMap::new();
+        for (path, content) in files {
+            let hash = ContentHash::of(content.as_bytes());
+            let tmp = self.dir.path().join("upload.tmp");
+            std::fs::write(&tmp, content).unwrap();
+            self.store.put_object(&hash, &tmp).await.unwrap();
+            entries.insert(
+                RelPath::parse(path).unwrap(),
+                FileEntry {
+                    hash,
+                    size: content.len() as u64,
+                    content_type: content_type(path).to_owned(),
+                },
+            );
+        }
+        self.store
+            .put_manifest(&Manifest {
+                deployment_id: deployment.id.clone(),
+                spa,
+                files: entries,
+            })
+            .await
+            .unwrap();
+        deployment.id
+    }
+
+    /// A project with one deployment in production, loaded into the table.
+    async fn site(&self, slug: &str, spa: bool, files: &[(&str, &str)]) -> (Project, DeploymentId) {
+        let project = self.project(slug).await;
+        let deployment = self.deployment(&project, spa, files).await;
+        self.db.set_production(&project.id, &deployment).await.unwrap();
+        self.sites.load().await.unwrap();
+        (project, deployment)
+    }
+
+    async fn rename(&self, project: &Project, slug: &str) {
+        self.db
+            .update_project(
+                &project.id,
+                ProjectUpdate {
+                    slug: ProjectSlug::parse(slug).unwrap(),
+                    name: project.name.clone(),
+                    git_url: project.git_url.clone(),
+                    branch: project.branch.clone(),
+                    build: project.build.clone(),
+                    env: vec![],
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: header::HeaderName) -> &str {
+        self.headers.get(&name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+async fn send(sites: &Sites, label: &str, req: Request<Body>) -> Answer {
+    let response = sites.serve(label, req).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn get(sites: &Sites, label: &str, path: &str) -> Answer {
+    send(sites, label, Request::get(path).body(Body::empty()).unwrap()).await
+}
+
+const STATIC_SITE: &[(&str, &str)] = &[
+    ("index.html", "<h1>home</h1>"),
+    ("about.html", "<h1>about page</h1>"),
+    ("docs/index.html", "<h1>docs</h1>"),
+    ("assets/index-BXq3x8Zl.js", "console.log('app')"),
+    ("assets/logo.png", "PNG"),
+    ("404.html", "<h1>custom 404</h1>"),
+];
+
+const SPA: &[(&str, &str)] = &[
+    ("index.html", "<div id=app></div>"),
+    ("assets/index-BXq3x8Zl.js", "render()"),
+];
+
+#[tokio::test]
+async fn serves_index_pages_and_pretty_urls() {
+    let f = Fixture::new().await;
+    f.site("blog", false, STATIC_SITE).await;
+
+    let home = get(&f.sites, "blog", "/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert_eq!(home.body, "<h1>home</h1>");
+    assert_eq!(home.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    assert_eq!(home.header(header::CONTENT_LENGTH), "13");
+    assert_eq!(home.header(header::CACHE_CONTROL), REVALIDATE);
+    assert_eq!(home.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+    assert_eq!(home.header(header::REFERRER_POLICY), "strict-origin-when-cross-origin");
+    let hash = ContentHash::of(b"<h1>home</h1>");
+    assert_eq!(home.header(header::ETAG), format!("\"{}\"", &hash.as_str()[..32]));
+
+    assert_eq!(get(&f.sites, "blog", "/about").await.body, "<h1>about page</h1>");
+    assert_eq!(get(&f.sites, "blog", "/docs/").await.body, "<h1>docs</h1>");
+    assert_eq!(get(&f.sites, "blog", "/docs").await.body, "<h1>docs</h1>");
+    assert_eq!(get(&f.sites, "blog", "/docs/index.html").await.body, "<h1>docs</h1>");
+    // Host labels are case-insensitive; the query string is not part of the path.
+    assert_eq!(get(&f.sites, "BLOG", "/about?x=1").await.body, "<h1>about page</h1>");
+}
+
+#[tokio::test]
+async fn about_directory_request_uses_its_index() {
+    let f = Fixture::new().await;
+    f.site(
+        "site",
+        false,
+        &[("index.html", "home"), ("about/index.html", "about index")],
+    )
+    .await;
+    let dir = get(&f.sites, "site", "/about/").await;
+    assert_eq!((dir.status, dir.body.as_str()), (StatusCode::OK, "about index"));
+    let bare = get(&f.sites, "site", "/about").await;
+    assert_eq!((bare.status, bare.body.as_str()), (StatusCode::OK, "about index"));
+}
+
+#[tokio::test]
+async fn hashed_assets_are_immutable_others_revalidate() {
+    let f = Fixture::new().await;
+    f.site("blog", false, STATIC_SITE).await;
+    let js = get(&f.sites, "blog", "/assets/index-BXq3x8Zl.js").await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert_eq!(js.body, "console.log('app')");
+    assert_eq!(js.header(header::CONTENT_TYPE), "text/javascript; charset=utf-8");
+    assert_eq!(js.header(header::CACHE_CONTROL), IMMUTABLE);
+    let png = get(&f.sites, "blog", "/assets/logo.png").await;
+    assert_eq!(png.header(header::CONTENT_TYPE), "image/png");
+    assert_eq!(png.header(header::CACHE_CONTROL), REVALIDATE);
+}
+
+#[tokio::test]
+async fn spa_routes_fall_back_to_index_but_assets_do_not() {
+    let f = Fixture::new().await;
+    f.site("shop", true, SPA).await;
+    let deep = get(&f.sites, "shop", "/dashboard/settings/42").await;
+    assert_eq!(deep.status, StatusCode::OK);
+    assert_eq!(deep.body, "<div id=app></div>");
+    assert_eq!(deep.header(header::CACHE_CONTROL), REVALIDATE);
+    for missing in ["/assets/index-OLDHASH1.js", "/styles.css", "/img/logo.png"] {
+        let r = get(&f.sites, "shop", missing).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{missing}");
+        assert_ne!(r.body, "<div id=app></div>", "{missing}");
+        assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    }
+}
+
+#[tokio::test]
+async fn custom_404_page_and_plain_404() {
+    let f = Fixture::new().await;
+    f.site("blog", false, STATIC_SITE).await;
+    let custom = get(&f.sites, "blog", "/no/such/page").await;
+    assert_eq!(custom.status, StatusCode::NOT_FOUND);
+    assert_eq!(custom.body, "<h1>custom 404</h1>");
+    // The 404 page is not the resource asked for: never a 304.
+    let etag = custom.header(header::ETAG).to_owned();
+    let again = send(
+        &f.sites,
+        "blog",
+        Request::get("/no/such/page")
+            .header(header::IF_NONE_MATCH, etag)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(again.body, "<h1>custom 404</h1>");
+
+    f.site("bare", false, &[("index.html", "hi")]).await;
+    let plain = get(&f.sites, "bare", "/nope").await;
+    assert_eq!(plain.status, StatusCode::NOT_FOUND);
+    assert_eq!(plain.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    assert!(plain.body.contains("does not exist"), "{}", plain.body);
+}
+
+#[tokio::test]
+async fn if_none_match_gives_304() {
+    let f = Fixture::new().await;
+    f.site("blog", false, STATIC_SITE).await;
+    let first = get(&f.sites, "blog", "/assets/index-BXq3x8Zl.js").await;
+    let etag = first.header(header::ETAG).to_owned();
+    assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
+    for condition in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"other\", {etag}"),
+        format!("\"a\",W/{etag} , \"b\""),
+        "*".to_owned(),
+    ] {
+        let r = send(
+            &f.sites,
+            "blog",
+            Request::get("/assets/index-BXq3x8Zl.js")
+                .header(header::IF_NONE_MATCH, &condition)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{condition}");
+        assert_eq!(r.body, "", "{condition}");
+        assert_eq!(r.header(header::ETAG), etag);
+        assert_eq!(r.header(header::CACHE_CONTROL), IMMUTABLE);
+    }
+    let stale = send(
+        &f.sites,
+        "blog",
+        Request::get("/assets/index-BXq3x8Zl.js")
+            .header(header::IF_NONE_MATCH, "\"0000\", W/\"1111\"")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::OK);
+    assert_eq!(stale.body, "console.log('app')");
+}
+
+#[tokio::test]
+async fn head_has_headers_and_no_body() {
+    let f = Fixture::new().await;
+    f.site("blog", false, STATIC_SITE).await;
+    let get_answer = get(&f.sites, "blog", "/about").await;
+    let head = send(&f.sites, "blog", Request::head("/about").body(Body::empty()).unwrap()).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.body, "");
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::ETAG,
+        header::CACHE_CONTROL,
+        header::X_CONTENT_TYPE_OPTIONS,
+    ] {
+        assert_eq!(head.header(name.clone()), get_answer.header(name.clone()), "{name}");
+    }
+    assert_eq!(head.header(header::CONTENT_LENGTH), "19");
+}
+
+#[tokio::test]
+async fn head_does_not_open_the_object() {
+    let f = Fixture::new().await;
+    let project = f.project("gone").await;
+    // The manifest names a file whose object was never stored.
+    let deployment = f.deployment(&project, false, &[]).await;
+    let mut manifest = f.store.get_manifest(&deployment).await.unwrap().unwrap();
+    manifest.files.insert(
+        RelPath::parse("index.html").unwrap(),
+        FileEntry {
+            hash: ContentHash::of(b"never stored"),
+            size: 12,
+            content_type: "text/html".into(),
+        },
+    );
+    f.store.put_manifest(&manifest).await.unwrap();
+    f.db.set_production(&project.id, &deployment).await.unwrap();
+    f.sites.load().await.unwrap();
+
+    let head = send(&f.sites, "gone", Request::head("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header(header::CONTENT_LENGTH), "12");
+    // GET must open it, finds it missing, and says so without panicking.
+    let got = get(&f.sites, "gone", "/").await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(got.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+}
+
+#[tokio::test]
+async fn only_get_and_head() {
+    let f = Fixture::new().await;
+    f.site("blog", false, STATIC_SITE).await;
+    for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+        let r = send(
+            &f.sites,
+            "blog",
+            Request::builder().method(method).uri("/").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(r.header(header::ALLOW), "GET, HEAD", "{method}");
+    }
+}
+
+#[tokio::test]
+async fn traversal_and_bad_bytes_are_400() {
+    let f = Fixture::new().await;
+    f.site("blog", true, STATIC_SITE).await;
+    for bad in [
+        "/../etc/passwd",
+        "/%2e%2e/x",
+        "/%2E%2e%2fetc",
+        "/docs/../../x",
+        "/a%00b",
+        "/a%5cb",
+        "/%ff",
+    ] {
+        let r = get(&f.sites, "blog", bad).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8", "{bad}");
+    }
+    // Harmless oddities normalize and are served.
+    assert_eq!(get(&f.sites, "blog", "//docs/./index.html").await.body, "<h1>docs</h1>");
+    assert_eq!(get(&f.sites, "blog", "/%61bout").await.body, "<h1>about page</h1>");
+}
+
+#[tokio::test]
+async fn unknown_labels_and_undeployed_projects_are_404() {
+    let f = Fixture::new().await;
+    f.project("fresh").await;
+    f.sites.load().await.unwrap();
+    let unknown = get(&f.sites, "nobody", "/").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    assert!(unknown.body.contains("No site here"), "{}", unknown.body);
+    let fresh = get(&f.sites, "fresh", "/").await;
+    assert_eq!(fresh.status, StatusCode::NOT_FOUND);
+    assert!(fresh.body.contains("Nothing deployed yet"), "{}", fresh.body);
+    assert!(fresh.body.contains("fresh"), "{}", fresh.body);
+}
+
+#[tokio::test]
+async fn a_new_table_is_empty_until_loaded() {
+    let f = Fixture::new().await;
+    let project = f.project("blog").await;
+    let deployment = f.deployment(&project, false, STATIC_SITE).await;
+    f.db.set_production(&project.id, &deployment).await.unwrap();
+    assert_eq!(get(&f.sites, "blog", "/").await.status, StatusCode::NOT_FOUND);
+    f.sites.load().await.unwrap();
+    assert_eq!(get(&f.sites, "blog", "/").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn reload_follows_promotion_and_rollback() {
+    let f = Fixture::new().await;
+    let (project, v1) = f.site("blog", false, &[("index.html", "v1")]).await;
+    let v2 = f.deployment(&project, false, &[("index.html", "v2")]).await;
+    f.db.set_production(&project.id, &v2).await.unwrap();
+    // Nothing changes until the table is told.
+    assert_eq!(get(&f.sites, "blog", "/").await.body, "v1");
+    f.sites.reload_project(&project.id).await.unwrap();
+    assert_eq!(get(&f.sites, "blog", "/").await.body, "v2");
+    f.db.set_production(&project.id, &v1).await.unwrap();
+    f.sites.reload_project(&project.id).await.unwrap();
+    assert_eq!(get(&f.sites, "blog", "/").await.body, "v1");
+}
+
+#[tokio::test]
+async fn a_missing_manifest_keeps_the_old_content() {
+    let f = Fixture::new().await;
+    let (project, _v1) = f.site("blog", false, &[("index.html", "v1")]).await;
+    let v2 = f.deployment(&project, false, &[("index.html", "v2")]).await;
+    f.store.delete_manifest(&v2).await.unwrap();
+    f.db.set_production(&project.id, &v2).await.unwrap();
+    let err = f.sites.reload_project(&project.id).await.unwrap_err();
+    assert!(matches!(err, RouterError::MissingManifest(ref d) if *d == v2), "{err}");
+    assert_eq!(get(&f.sites, "blog", "/").await.body, "v1");
+    // A full load installs everything else, keeps the old content, and names the failure.
+    f.project("other").await;
+    match f.sites.load().await {
+        Err(RouterError::Incomplete(failed)) => assert_eq!(failed, vec![project.id.clone()]),
+        other => panic!("expected Incomplete, got {other:?}"),
+    }
+    assert_eq!(get(&f.sites, "blog", "/").await.body, "v1");
+    assert!(get(&f.sites, "other", "/").await.body.contains("Nothing deployed yet"));
+    // With no earlier content to fall back on, the site says it is broken rather than absent.
+    let cold = Sites::new(f.db.clone(), f.store.clone());
+    assert!(matches!(cold.load().await, Err(RouterError::Incomplete(_))));
+    assert_eq!(get(&cold, "blog", "/").await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(get(&cold, "other", "/").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn deleted_projects_disappear() {
+    let f = Fixture::new().await;
+    let (project, _) = f.site("blog", false, STATIC_SITE).await;
+    f.db.delete_project(&project.id).await.unwrap();
+    assert_eq!(get(&f.sites, "blog", "/").await.status, StatusCode::OK);
+    f.sites.reload_project(&project.id).await.unwrap();
+    let r = get(&f.sites, "blog", "/").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.contains("No site here"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn renamed_projects_move_to_their_new_label() {
+    let f = Fixture::new().await;
+    let (project, _) = f.site("old-name", false, STATIC_SITE).await;
+    f.rename(&project, "new-name").await;
+    f.sites.reload_project(&project.id).await.unwrap();
+    let old = get(&f.sites, "old-name", "/").await;
+    assert_eq!(old.status, StatusCode::NOT_FOUND);
+    assert!(old.body.contains("No site here"), "{}", old.body);
+    assert_eq!(get(&f.sites, "new-name", "/").await.body, "<h1>home</h1>");
+}
+
+/// Polls until `label` + `/` answers `body`, failing after a few seconds.
+async fn eventually_serves(sites: &Sites, label: &str, body: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = get(sites, label, "/").await;
+        if r.status == StatusCode::OK && r.body == body {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{label} still answers {} {:?}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn watcher_reloads_on_routes_changed() {
+    let f = Fixture::new().await;
+    let (project, _) = f.site("blog", false, &[("index.html", "v1")]).await;
+    let bus = Arc::new(InProcessBus::new());
+    let watcher = f.sites.spawn_watcher(bus.clone());
+
+    let v2 = f.deployment(&project, false, &[("index.html", "v2")]).await;
+    f.db.set_production(&project.id, &v2).await.unwrap();
+    bus.notify(Notice::WorkAvailable).await.unwrap();
+    bus.notify(Notice::RoutesChanged {
+        project_id: project.id.clone(),
+    })
+    .await
+    .unwrap();
+    eventually_serves(&f.sites, "blog", "v2").await;
+
+    // A brand-new project appears too.
+    let (fresh, _) = {
+        let p = f.project("fresh").await;
+        let d = f.deployment(&p, false, &[("index.html", "fresh")]).await;
+        f.db.set_production(&p.id, &d).await.unwrap();
+        (p, d)
+    };
+    bus.notify(Notice::RoutesChanged { project_id: fresh.id })
+        .await
+        .unwrap();
+    eventually_serves(&f.sites, "fresh", "fresh").await;
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn watcher_reloads_everything_after_lagging() {
+    let f = Fixture::new().await;
+    let (project, _) = f.site("blog", false, &[("index.html", "v1")]).await;
+    let bus = Arc::new(InProcessBus::new());
+    let watcher = f.sites.spawn_watcher(bus.clone());
+    let v2 = f.deployment(&project, false, &[("index.html", "v2")]).await;
+    f.db.set_production(&project.id, &v2).await.unwrap();
+    // Overflow the watcher's buffer without yielding (single-threaded test runtime): it misses
+    // everything, including any RoutesChanged, and must reload from the database.
+    for _ in 0..20_000 {
+        bus.notify(Notice::WorkAvailable).await.unwrap();
+    }
+    eventually_serves(&f.sites, "blog", "v2").await;
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn clones_share_one_table() {
+    let f = Fixture::new().await;
+    let copy = f.sites.clone();
+    f.site("blog", false, STATIC_SITE).await;
+    assert_eq!(get(&copy, "blog", "/").await.body, "<h1>home</h1>");
+}
