@@ -2,10 +2,10 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{CurrentUser, OptionalJson};
+use crate::extract::{CurrentUser, OptionalJson, Query};
 use crate::projects::owned;
 use crate::views::DeploymentView;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use platform::bus::Notice;

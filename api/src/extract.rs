@@ -66,6 +66,20 @@ fn json_rejection(e: JsonRejection) -> ApiError {
     }
 }
 
+/// A query string. A parameter that does not parse, or one the operation does not take, is 400.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
 /// The user a request is made for: `Authorization: Bearer <session JWT | personal API token>`.
 pub struct CurrentUser(pub User);
 

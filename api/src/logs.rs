@@ -3,9 +3,9 @@
 use crate::AppState;
 use crate::deployments::owned_deployment;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::CurrentUser;
+use crate::extract::{CurrentUser, Query};
 use crate::views::DeploymentView;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};

@@ -32,7 +32,7 @@ pub struct LocalExecutorConfig {
 impl LocalExecutor {
     /// Checks the sandbox once; when it cannot run, every build fails with the reason.
     pub async fn new(cfg: LocalExecutorConfig) -> Self {
-        let sandbox = Sandbox::new(cfg.limits.sandbox);
+        let sandbox = Sandbox::new(cfg.limits.sandbox.clone());
         let sandbox_unavailable = match sandbox.probe().await {
             Ok(()) => None,
             Err(e) => {

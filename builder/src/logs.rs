@@ -102,11 +102,11 @@ impl BuildLog {
     }
 }
 
-/// Reads one line (through `\n` or to EOF) into `buf`, keeping at most [`MAX_LINE_BYTES`] and
-/// discarding the rest. Returns the number of bytes consumed.
+/// Reads one line (through `\n` or to EOF) into `buf`, keeping at most [`MAX_LINE_BYTES`] of it
+/// and noting how much was dropped. Returns the number of bytes consumed.
 async fn read_line_capped(reader: &mut (impl AsyncBufReadExt + Unpin), buf: &mut Vec<u8>) -> std::io::Result<usize> {
     let mut consumed = 0;
-    let mut dropped = 0usize;
+    let mut ended = false;
     loop {
         let chunk = reader.fill_buf().await?;
         if chunk.is_empty() {
@@ -117,18 +117,18 @@ async fn read_line_capped(reader: &mut (impl AsyncBufReadExt + Unpin), buf: &mut
             None => (chunk.len(), false),
         };
         let room = (MAX_LINE_BYTES + 1).saturating_sub(buf.len());
-        let kept = take.min(room);
-        buf.extend_from_slice(&chunk[..kept]);
-        dropped += take - kept;
+        buf.extend_from_slice(&chunk[..take.min(room)]);
         reader.consume(take);
         consumed += take;
         if done {
+            ended = true;
             break;
         }
     }
-    if dropped > 0 {
+    let content = consumed - usize::from(ended);
+    if content > MAX_LINE_BYTES {
         buf.truncate(MAX_LINE_BYTES);
-        buf.extend_from_slice(format!(" … [{dropped} more bytes dropped]").as_bytes());
+        buf.extend_from_slice(format!(" … [{} more bytes dropped]", content - MAX_LINE_BYTES).as_bytes());
     }
     Ok(consumed)
 }
@@ -165,7 +165,11 @@ mod tests {
         read_line_capped(&mut r, &mut buf).await.unwrap();
         let line = String::from_utf8(buf.clone()).unwrap();
         assert!(line.starts_with(&"x".repeat(MAX_LINE_BYTES)));
-        assert!(line.ends_with(&format!("[{} more bytes dropped]", MAX_LINE_BYTES * 2 + 1)));
+        assert!(
+            line.ends_with(&format!("[{} more bytes dropped]", MAX_LINE_BYTES * 2)),
+            "{}",
+            &line[MAX_LINE_BYTES..]
+        );
         buf.clear();
         read_line_capped(&mut r, &mut buf).await.unwrap();
         assert_eq!(buf, b"next\n");

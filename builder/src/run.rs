@@ -158,6 +158,10 @@ async fn build(
     progress: &mut Progress,
 ) -> Result<ArtifactSummary, Failure> {
     log.state(progress.change(DeploymentState::Cloning)).await;
+    if job.first_seq > 1 {
+        log.system("An earlier attempt of this build was interrupted (the platform restarted); building again")
+            .await;
+    }
     if let Some(why) = &ctx.sandbox_unavailable {
         return Err(Failure::Error(why.clone()));
     }

@@ -17,7 +17,6 @@ pub const WORKSPACE: &str = "/workspace";
 /// Where the project's dependency cache appears inside the sandbox.
 pub const CACHE: &str = "/cache";
 
-const BWRAP: &str = "bwrap";
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Host files a build may read: name resolution and CA certificates.
@@ -65,8 +64,15 @@ impl Sandbox {
         Self { mode }
     }
 
-    pub fn mode(&self) -> SandboxMode {
-        self.mode
+    pub fn mode(&self) -> &SandboxMode {
+        &self.mode
+    }
+
+    fn program(&self) -> String {
+        match &self.mode {
+            SandboxMode::Bubblewrap(p) => p.display().to_string(),
+            SandboxMode::UnsafeNone => "sh".into(),
+        }
     }
 
     /// Checks that sandboxed commands can run here by running one.
@@ -106,7 +112,7 @@ impl Sandbox {
             Ok(out) => Err(SandboxError::Unavailable(
                 String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             )),
-            Err(e) => Err(SandboxError::Unavailable(format!("cannot run {BWRAP}: {e}"))),
+            Err(e) => Err(SandboxError::Unavailable(format!("cannot run {}: {e}", self.program()))),
         }
     }
 
@@ -115,9 +121,9 @@ impl Sandbox {
     pub fn command(&self, c: &SandboxCommand<'_>) -> Command {
         let mut env = base_env();
         env.extend(c.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut cmd = match self.mode {
-            SandboxMode::Bubblewrap => {
-                let mut cmd = Command::new(BWRAP);
+        let mut cmd = match &self.mode {
+            SandboxMode::Bubblewrap(program) => {
+                let mut cmd = Command::new(program);
                 cmd.args(bwrap_args(c));
                 cmd.args(["sh", "-c", c.script]);
                 cmd

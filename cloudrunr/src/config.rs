@@ -46,9 +46,12 @@ pub struct ServeArgs {
     /// Most bytes one deployment may have.
     #[arg(long, env = "CLOUDRUNR_MAX_OUTPUT_BYTES", default_value_t = 1 << 30)]
     pub max_output_bytes: u64,
+    /// The bubblewrap program builds run in.
+    #[arg(long, env = "CLOUDRUNR_BWRAP", default_value = "bwrap")]
+    pub bwrap: PathBuf,
     /// Run builds WITHOUT a sandbox. Only for machines where bubblewrap cannot run, and never
     /// with code you do not trust.
-    #[arg(long, env = "CLOUDRUNR_UNSAFE_NO_SANDBOX")]
+    #[arg(long, env = "CLOUDRUNR_UNSAFE_NO_SANDBOX", value_parser = clap::builder::BoolishValueParser::new())]
     pub unsafe_no_sandbox: bool,
 }
 
@@ -107,7 +110,7 @@ impl ServeArgs {
                 sandbox: if self.unsafe_no_sandbox {
                     SandboxMode::UnsafeNone
                 } else {
-                    SandboxMode::Bubblewrap
+                    SandboxMode::Bubblewrap(self.bwrap)
                 },
                 max_concurrent: self.max_concurrent_builds.max(1),
                 max_output_files: self.max_output_files,

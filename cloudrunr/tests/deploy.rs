@@ -514,3 +514,93 @@ async fn hostile_build_cannot_reach_secrets_or_escape() {
         assert!(!raw.contains("root:"));
     }
 }
+
+#[tokio::test]
+async fn builds_are_refused_without_the_sandbox_unless_asked() {
+    let git = GitServer::start().await;
+    git.create_repo("spa", &fixture("spa"));
+    let p = Platform::start_with(&[("CLOUDRUNR_BWRAP", "/nonexistent/bwrap")]).await;
+    let token = p.signup("Ann").await;
+    p.create_project(
+        &token,
+        json!({ "name": "spa", "git_url": git.url("spa"), "framework": "vite" }),
+    )
+    .await;
+    let id = p.deploy(&token, "spa").await;
+    let d = p.wait_final(&token, &id).await;
+    assert_eq!(d["state"], "failed");
+    let error = d["error"].as_str().unwrap();
+    assert!(
+        error.contains("bubblewrap") && error.contains("CLOUDRUNR_UNSAFE_NO_SANDBOX"),
+        "{error}"
+    );
+    assert_eq!(
+        git.request_count(),
+        2,
+        "nothing was cloned (only the branch lookup at creation)"
+    );
+
+    let unsafe_p = Platform::start_with(&[
+        ("CLOUDRUNR_BWRAP", "/nonexistent/bwrap"),
+        ("CLOUDRUNR_UNSAFE_NO_SANDBOX", "1"),
+    ])
+    .await;
+    let token = unsafe_p.signup("Ann").await;
+    unsafe_p
+        .create_project(
+            &token,
+            json!({ "name": "spa", "git_url": git.url("spa"), "framework": "vite" }),
+        )
+        .await;
+    let id = unsafe_p.deploy(&token, "spa").await;
+    let d = unsafe_p.wait_final(&token, &id).await;
+    assert_eq!(d["state"], "ready", "{}", unsafe_p.log_text(&token, &id).await);
+    assert!(
+        unsafe_p
+            .site("spa", "/", &[])
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("Hello from the fixture")
+    );
+}
+
+#[tokio::test]
+async fn a_crash_mid_build_requeues_the_build() {
+    let git = GitServer::start().await;
+    git.create_repo("slow", &fixture("slow"));
+    let mut p = Platform::start_with(&[("CLOUDRUNR_BUILD_TIMEOUT", "5s")]).await;
+    let token = p.signup("Ann").await;
+    let marker = "4245.5";
+    p.create_project(
+        &token,
+        json!({ "name": "slow", "git_url": git.url("slow"), "env": { "SLOW_MARKER": marker } }),
+    )
+    .await;
+    let id = p.deploy(&token, "slow").await;
+    for _ in 0..600 {
+        if p.log_text(&token, &id).await.contains("still building") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    p.crash_and_restart();
+    wait_no_processes(&format!("sleep {marker}")).await;
+    let d = p.wait_final(&token, &id).await;
+    assert_eq!(
+        d["state"], "timed_out",
+        "built again after the restart, until its time limit: {d}"
+    );
+    let (_, page) = p.get(&format!("/api/deployments/{id}/logs?limit=5000"), &token).await;
+    let lines = page["lines"].as_array().unwrap();
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "the second attempt continues the numbering"
+    );
+    let text: Vec<&str> = lines.iter().map(|l| l["text"].as_str().unwrap()).collect();
+    assert_eq!(text.iter().filter(|t| t.starts_with("Cloning")).count(), 2, "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("interrupted")));
+    wait_no_processes(&format!("sleep {marker}")).await;
+}

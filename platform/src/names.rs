@@ -408,7 +408,7 @@ pub struct CommitSha(String);
 string_newtype!(CommitSha);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a commit must be given as its full 40-character hexadecimal id")]
+#[error("a commit must be given as its full id: 40 (or 64) hexadecimal digits")]
 pub struct CommitShaError;
 
 impl CommitSha {

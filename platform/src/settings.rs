@@ -81,9 +81,10 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Whether builds run inside bubblewrap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SandboxMode {
-    Bubblewrap,
+    /// The `bwrap` program to run builds with.
+    Bubblewrap(std::path::PathBuf),
     /// Builds run as plain child processes. Only for machines where bubblewrap cannot run, and
     /// only when asked for explicitly.
     UnsafeNone,
@@ -103,7 +104,7 @@ impl Default for BuildLimits {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(15 * 60),
-            sandbox: SandboxMode::Bubblewrap,
+            sandbox: SandboxMode::Bubblewrap("bwrap".into()),
             max_concurrent: 2,
             max_output_files: 20_000,
             max_output_bytes: 1 << 30,

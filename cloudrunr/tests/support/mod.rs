@@ -20,6 +20,7 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A running `cloudrunr serve` with its own data directory.
 pub struct Platform {
     child: Child,
+    env: Vec<(String, String)>,
     pub base: String,
     pub port: u16,
     pub data: tempfile::TempDir,
@@ -34,41 +35,8 @@ impl Platform {
     /// Starts the server with extra `CLOUDRUNR_*` variables.
     pub async fn start_with(env: &[(&str, &str)]) -> Platform {
         let data = tempfile::tempdir().expect("temp dir");
-        let log = std::fs::File::create(data.path().join("server.log")).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudrunr"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path().join("data"))
-            .env("CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS", "127.0.0.1")
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdout(Stdio::piped())
-            .stderr(log);
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CLOUDRUNR_")) {
-            cmd.env_remove(k);
-        }
-        cmd.env("CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS", "127.0.0.1");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start cloudrunr");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut sent = false;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && let Some(addr) = line.strip_prefix("cloudrunr listening on http://") {
-                    let _ = tx.send(addr.trim().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a,
-            Err(_) => {
-                let log = std::fs::read_to_string(data.path().join("server.log")).unwrap_or_default();
-                panic!("cloudrunr did not start:\n{log}");
-            }
-        };
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let (child, addr) = spawn(data.path(), &env);
         let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -76,11 +44,22 @@ impl Platform {
             .expect("client");
         Platform {
             child,
+            env,
             base: format!("http://{addr}"),
             port,
             data,
             http,
         }
+    }
+
+    /// Kills the server without warning (as a crash would) and starts it again on the same data.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr) = spawn(self.data.path(), &self.env);
+        self.child = child;
+        self.port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        self.base = format!("http://{addr}");
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -220,6 +199,47 @@ impl Platform {
         let mut out = String::new();
         s.read_to_string(&mut out).await.expect("read");
         out
+    }
+}
+
+/// Starts `cloudrunr serve` on a free port; returns it and its address.
+fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudrunr"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(Stdio::piped())
+        .stderr(log);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CLOUDRUNR_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS", "127.0.0.1");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let mut child = cmd.spawn().expect("start cloudrunr");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut sent = false;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && let Some(addr) = line.strip_prefix("cloudrunr listening on http://") {
+                let _ = tx.send(addr.trim().to_owned());
+                sent = true;
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            panic!("cloudrunr did not start:\n{log}");
+        }
     }
 }
 
