@@ -93,7 +93,7 @@ pub async fn owned_deployment(
         .owned_deployment(&user.id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("deployment"))?;
-    let production = state.db.route(&d.project_id).await?.and_then(|r| r.production);
+    let production = state.production_of(&d.project_id).await?;
     Ok((d, production))
 }
 

@@ -20,12 +20,12 @@ pub use error::ApiError;
 use axum::Router;
 use axum::routing::{get, post};
 use builder::git::Git;
-use platform::GitHostPolicy;
 use platform::artifacts::ArtifactStore;
 use platform::bus::{LogBus, Notice};
 use platform::db::Database;
 use platform::executor::Executor;
 use platform::settings::SitesSettings;
+use platform::{DeploymentId, GitHostPolicy, ProjectId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +59,11 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(services: Services) -> Self {
         Self(Arc::new(services))
+    }
+
+    /// The deployment the project's site serves.
+    pub async fn production_of(&self, project: &ProjectId) -> Result<Option<DeploymentId>, ApiError> {
+        Ok(self.db.route(project).await?.and_then(|r| r.production))
     }
 
     /// Sends a notice; failing to is logged, never fatal (the listeners re-read on their own).

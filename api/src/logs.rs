@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use platform::DeploymentId;
 use platform::bus::{EventBody, Watched};
-use platform::model::LogLine;
+use platform::model::{DeploymentState, LogLine};
 use serde::Deserialize;
 use serde_json::json;
 use std::convert::Infallible;
@@ -111,19 +111,8 @@ async fn follow(state: AppState, id: DeploymentId, after: u64, mut watch: broadc
                         }
                     }
                     EventBody::State(change) => {
-                        let d = state.db.deployment(&id).await.ok()??;
-                        let production = state
-                            .db
-                            .route(&d.project_id)
-                            .await
-                            .ok()
-                            .flatten()
-                            .and_then(|r| r.production);
-                        let view = DeploymentView::new(&d, production.as_ref(), &state.sites);
-                        let data = json!({ "state": change.state, "deployment": view });
-                        tx.send(Ok(Event::default().event("state").data(data.to_string())))
-                            .await
-                            .ok()?;
+                        let data = deployment_data(&state, &id, Some(change.state)).await?;
+                        tx.send(Ok(Event::default().event("state").data(data))).await.ok()?;
                         if change.state.is_terminal() {
                             return Some(());
                         }
@@ -142,19 +131,19 @@ async fn follow(state: AppState, id: DeploymentId, after: u64, mut watch: broadc
     if finished.await.is_some() {
         // Lines written before the final state are in the database now: send any not yet sent.
         let _ = catch_up(&state, &id, &mut last, &tx).await;
-        if let Ok(Some(d)) = state.db.deployment(&id).await {
-            let production = state
-                .db
-                .route(&d.project_id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|r| r.production);
-            let view = DeploymentView::new(&d, production.as_ref(), &state.sites);
-            let data = json!({ "state": d.state, "deployment": view });
-            let _ = tx.send(Ok(Event::default().event("end").data(data.to_string()))).await;
+        if let Some(data) = deployment_data(&state, &id, None).await {
+            let _ = tx.send(Ok(Event::default().event("end").data(data))).await;
         }
     }
+}
+
+/// The data of `state` and `end` events: the state the deployment moved to (`reached`, or its
+/// current state) and the deployment as it is now (which may be further along already).
+async fn deployment_data(state: &AppState, id: &DeploymentId, reached: Option<DeploymentState>) -> Option<String> {
+    let d = state.db.deployment(id).await.ok()??;
+    let production = state.production_of(&d.project_id).await.ok()?;
+    let view = DeploymentView::new(&d, production.as_ref(), &state.sites);
+    Some(json!({ "state": reached.unwrap_or(d.state), "deployment": view }).to_string())
 }
 
 /// Sends every stored line after `last`. `Some(false)` if the deployment disappeared, `None`

@@ -23,6 +23,8 @@ pub enum GitError {
     Unreachable(String),
     #[error("the repository has no branch {0:?}")]
     NoSuchBranch(String),
+    #[error("could not fetch branch {0:?} (see git's output above)")]
+    FetchFailed(String),
     #[error("the repository has no default branch (is it empty?)")]
     NoDefaultBranch,
     #[error("commit {0} was not found on the remote")]
@@ -151,42 +153,37 @@ impl Git {
         let add = in_repo(&["remote", "add", "--", "origin", url.as_str()]);
         self.step(url, &as_strs(&add), log, stopper, "remote add").await?;
         let branch_ref = format!("refs/heads/{}", branch.as_str());
+        let fetch = |what: &str, shallow: bool| {
+            let mut args = vec!["fetch", "--quiet", "--no-tags"];
+            if shallow {
+                args.push("--depth=1");
+            }
+            args.extend(["--", "origin", what]);
+            in_repo(&args)
+        };
         let target = match commit {
             None => {
-                let fetch = in_repo(&[
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--depth=1",
-                    "--",
-                    "origin",
-                    &branch_ref,
-                ]);
-                if self.step(url, &as_strs(&fetch), log, stopper, "fetch").await.is_err() {
-                    return Err(GitError::NoSuchBranch(branch.to_string()));
+                match self
+                    .step(url, &as_strs(&fetch(&branch_ref, true)), log, stopper, "fetch")
+                    .await
+                {
+                    Err(GitError::Failed { .. }) => return Err(GitError::FetchFailed(branch.to_string())),
+                    other => other?,
                 }
                 "FETCH_HEAD".to_owned()
             }
             Some(sha) => {
                 // Servers that allow it hand out any commit by id; others only branch tips, so
                 // fall back to the branch's history and look for the commit there.
-                let by_id = in_repo(&[
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--depth=1",
-                    "--",
-                    "origin",
-                    sha.as_str(),
-                ]);
+                let by_id = fetch(sha.as_str(), true);
                 if self.quiet_step(url, &as_strs(&by_id), stopper).await?.is_err() {
                     log.system(format!(
                         "The server does not serve commit {} by id; fetching branch {branch}",
                         sha.short()
                     ))
                     .await;
-                    let fetch = in_repo(&["fetch", "--quiet", "--no-tags", "--", "origin", &branch_ref]);
-                    self.step(url, &as_strs(&fetch), log, stopper, "fetch").await?;
+                    self.step(url, &as_strs(&fetch(&branch_ref, false)), log, stopper, "fetch")
+                        .await?;
                     let verify = in_repo(&["cat-file", "-e", &format!("{}^{{commit}}", sha.as_str())]);
                     if self.quiet_step(url, &as_strs(&verify), stopper).await?.is_err() {
                         return Err(GitError::NoSuchCommit(sha.to_string()));

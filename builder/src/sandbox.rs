@@ -227,7 +227,9 @@ fn base_env() -> BTreeMap<String, String> {
         ("npm_config_update_notifier", "false"),
         ("npm_config_fund", "false"),
         ("npm_config_audit", "false"),
-        ("npm_config_store_dir", "/cache/pnpm"),
+        // pnpm keeps its store under $XDG_DATA_HOME; other tools cache under $XDG_CACHE_HOME.
+        ("XDG_DATA_HOME", "/cache/data"),
+        ("XDG_CACHE_HOME", "/cache/xdg"),
         ("YARN_CACHE_FOLDER", "/cache/yarn"),
         ("COREPACK_HOME", "/cache/corepack"),
         ("COREPACK_ENABLE_DOWNLOAD_PROMPT", "0"),

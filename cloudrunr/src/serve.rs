@@ -12,6 +12,8 @@ use platform::db::Database;
 use platform::executor::Executor;
 use platform::settings::SitesSettings;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -79,11 +81,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("  API:   http://{bound}/api   (OpenAPI: http://{bound}/api/openapi.json)");
     println!("  Sites: {}", settings.sites.url_for("<project>"));
     println!("  Data:  {}", settings.data_dir.display());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let shutdown = CancellationToken::new();
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    // Live log streams never end by themselves: give requests in flight a moment, then close.
+    tokio::select! {
+        result = server => result?,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::info!("closing connections still open after {SHUTDOWN_GRACE:?}"),
+    }
     Ok(())
 }
+
+/// How long requests in flight may take to finish once a shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Keeps the embedded router's table current, before the change is reported done.
 struct RouteListener(router::Sites);

@@ -604,3 +604,37 @@ async fn a_crash_mid_build_requeues_the_build() {
     assert!(text.iter().any(|t| t.contains("interrupted")));
     wait_no_processes(&format!("sleep {marker}")).await;
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_live_log_streams() {
+    let git = GitServer::start().await;
+    git.create_repo("slow", &fixture("slow"));
+    let mut p = Platform::start().await;
+    let token = p.signup("Ann").await;
+    let marker = "4246.5";
+    p.create_project(
+        &token,
+        json!({ "name": "slow", "git_url": git.url("slow"), "env": { "SLOW_MARKER": marker } }),
+    )
+    .await;
+    let id = p.deploy(&token, "slow").await;
+    // A follower that would wait forever for the endless build.
+    let stream = p
+        .http
+        .get(format!("{}/api/deployments/{id}/logs/stream", p.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    for _ in 0..600 {
+        if p.log_text(&token, &id).await.contains("still building") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Without a bound on the grace period the server would wait for the stream forever.
+    p.terminate();
+    drop(stream);
+    wait_no_processes(&format!("sleep {marker}")).await;
+}

@@ -52,6 +52,24 @@ impl Platform {
         }
     }
 
+    /// Asks the server to stop (SIGTERM) and waits for it to exit; fails if it hangs.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the server did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the server without warning (as a crash would) and starts it again on the same data.
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
