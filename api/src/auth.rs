@@ -21,6 +21,9 @@ use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 
 const ISSUER: &str = "cloudrunr";
+/// Session tokens name this audience; tokens signed with the same key for other purposes (the
+/// `state` of GitHub redirects) name theirs, so neither passes for the other.
+const AUDIENCE: &str = "cloudrunr-session";
 /// How long a session token from sign-up or log-in is valid.
 pub const SESSION_TTL_SECS: i64 = 7 * 24 * 3600;
 /// Personal API tokens start with this, which tells them apart from session tokens.
@@ -46,6 +49,7 @@ impl SessionKeys {
         let claims = Claims {
             sub: user.to_string(),
             iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
             iat: now,
             exp: now + SESSION_TTL_SECS,
         };
@@ -56,7 +60,8 @@ impl SessionKeys {
     pub fn verify(&self, token: &str) -> Option<UserId> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_issuer(&[ISSUER]);
-        v.set_required_spec_claims(&["exp", "iss", "sub"]);
+        v.set_audience(&[AUDIENCE]);
+        v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         v.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).ok()?;
         UserId::parse(&data.claims.sub).ok()
@@ -67,6 +72,7 @@ impl SessionKeys {
 struct Claims {
     sub: String,
     iss: String,
+    aud: String,
     iat: i64,
     exp: i64,
 }
@@ -271,6 +277,7 @@ mod tests {
             let c = Claims {
                 sub: user.to_string(),
                 iss: iss.into(),
+                aud: AUDIENCE.into(),
                 iat: now,
                 exp,
             };
@@ -278,7 +285,16 @@ mod tests {
         };
         assert_eq!(keys.verify(&forge("someone-else", now + 60)), None, "wrong issuer");
         assert_eq!(keys.verify(&forge(ISSUER, now - 3600)), None, "expired");
-        assert_eq!(keys.verify(&forge(ISSUER, now + 60)), Some(user));
+        assert_eq!(keys.verify(&forge(ISSUER, now + 60)), Some(user.clone()));
+        let other_audience = Claims {
+            sub: user.to_string(),
+            iss: ISSUER.into(),
+            aud: "elsewhere".into(),
+            iat: now,
+            exp: now + 60,
+        };
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &other_audience, &keys.encoding).unwrap();
+        assert_eq!(keys.verify(&t), None, "a token for another audience");
         assert_eq!(keys.verify("not.a.jwt"), None);
         // alg=none must never pass
         let none = format!("eyJhbGciOiJub25lIn0.{}.", token.split('.').nth(1).unwrap());

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use platform::bus::Notice;
 use platform::db::NewDeployment;
-use platform::model::{Deployment, DeploymentState, DeploymentTarget, User};
+use platform::model::{Deployment, DeploymentState, DeploymentTarget, DeploymentTrigger, User};
 use platform::{BranchName, CommitSha, DeploymentId};
 use serde::Deserialize;
 use serde_json::json;
@@ -51,6 +51,9 @@ pub async fn create(
             target,
             branch,
             commit,
+            commit_message: None,
+            commit_author: None,
+            trigger: DeploymentTrigger::Api,
         })
         .await?;
     state.notify(Notice::WorkAvailable).await;

@@ -9,6 +9,7 @@ mod auth;
 mod deployments;
 mod error;
 mod extract;
+mod github;
 mod logs;
 mod projects;
 pub mod scheduler;
@@ -42,6 +43,9 @@ pub struct Services {
     pub executor: Arc<dyn Executor>,
     pub store: Arc<dyn ArtifactStore>,
     pub sessions: SessionKeys,
+    /// Seals environment values at rest.
+    pub sealer: platform::crypto::SecretBox,
+    pub github: webhook::Github,
     pub sites: SitesSettings,
     pub git_policy: GitHostPolicy,
     pub git: Git,
@@ -97,6 +101,11 @@ pub fn router(state: AppState) -> Router {
         .route("/deployments/{id}/promote", post(deployments::promote))
         .route("/deployments/{id}/logs", get(logs::page))
         .route("/deployments/{id}/logs/stream", get(logs::stream))
+        .route("/github", get(github::status))
+        .route("/github/install-url", get(github::install_url))
+        .route("/github/authorize-url", get(github::authorize_url))
+        .route("/admin/github/connect", post(github::connect))
+        .route("/admin/webhook-deliveries", get(github::deliveries))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state);

@@ -10,7 +10,8 @@ use axum::response::IntoResponse;
 use builder::git::GitError;
 use platform::bus::Notice;
 use platform::db::{NewProject, ProjectUpdate};
-use platform::model::{BuildSettings, Framework, Project, User};
+use platform::model::{BuildSettings, Framework, GithubLink, Project, User};
+use platform::settings::Secret;
 use platform::{BranchName, EnvKey, GitUrl, ProjectSlug, RelPath};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
@@ -25,7 +26,10 @@ const MAX_COMMAND: usize = 4096;
 pub struct CreateProject {
     name: String,
     slug: Option<String>,
-    git_url: String,
+    /// Either a git URL, or a GitHub repository (`owner/name`) an installation linked to the
+    /// user can reach.
+    git_url: Option<String>,
+    github_repository: Option<String>,
     branch: Option<String>,
     root_dir: Option<String>,
     framework: Option<String>,
@@ -126,14 +130,42 @@ fn git_error(e: GitError) -> ApiError {
 }
 
 /// The branch to build: the given one if the remote has it, else the remote's default.
-async fn resolve_branch(state: &AppState, url: &GitUrl, branch: Option<BranchName>) -> ApiResult<BranchName> {
+async fn resolve_branch(
+    state: &AppState,
+    url: &GitUrl,
+    branch: Option<BranchName>,
+    token: Option<&Secret>,
+) -> ApiResult<BranchName> {
     match branch {
         Some(b) => {
-            state.git.check_branch(url, &b).await.map_err(git_error)?;
+            state.git.check_branch(url, &b, token).await.map_err(git_error)?;
             Ok(b)
         }
-        None => state.git.default_branch(url).await.map_err(git_error),
+        None => state.git.default_branch(url, token).await.map_err(git_error),
     }
+}
+
+/// Where a new project's code comes from.
+enum Source {
+    Url(GitUrl),
+    Github(platform::db::RepositoryRecord),
+}
+
+/// A token to read the installation's repositories with.
+async fn installation_token(state: &AppState, installation: u64) -> ApiResult<Secret> {
+    let app = state.github.require_app().map_err(|_| {
+        ApiError::conflict(
+            "github_not_connected",
+            "no GitHub App is connected yet; an administrator connects one first",
+        )
+    })?;
+    app.installation_token(installation).await.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "github_unavailable",
+            format!("GitHub: {e}"),
+        )
+    })
 }
 
 pub async fn create(
@@ -143,7 +175,30 @@ pub async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let name = crate::auth::clean_name(&req.name, "the project name")?;
     let explicit_slug = req.slug.as_deref().map(parse_slug).transpose()?;
-    let git_url = parse_git_url(&state, &req.git_url)?;
+    let source = match (&req.git_url, &req.github_repository) {
+        (Some(url), None) => Source::Url(parse_git_url(&state, url)?),
+        (None, Some(full_name)) => {
+            let repo = state.db.repository_for_user(&user, full_name).await?.ok_or_else(|| {
+                ApiError::invalid(
+                    "repository_not_found",
+                    format!("no GitHub installation linked to your account reaches {full_name:?}"),
+                )
+            })?;
+            Source::Github(repo)
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "give either git_url or github_repository, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "give git_url or github_repository",
+            ));
+        }
+    };
     let branch = req.branch.as_deref().map(parse_branch).transpose()?;
     let build = BuildSettings {
         root_dir: req
@@ -177,7 +232,7 @@ pub async fn create(
     let mut env = Vec::with_capacity(env_in.len());
     for (k, v) in env_in {
         let key = parse_env_key(&k)?;
-        env.push((key, parse_env_value(&k, v)?));
+        env.push((key, state.sealer.seal(&parse_env_value(&k, v)?)));
     }
     let slug = match explicit_slug {
         Some(s) => {
@@ -191,11 +246,33 @@ pub async fn create(
         }
         None => derive_free_slug(&state, &name).await?,
     };
-    let branch = resolve_branch(&state, &git_url, branch).await?;
+    let (git_url, github, branch) = match source {
+        Source::Url(url) => {
+            let branch = resolve_branch(&state, &url, branch, None).await?;
+            (url, None, branch)
+        }
+        Source::Github(repo) => {
+            let url = parse_git_url(&state, &repo.clone_url)?;
+            let token = installation_token(&state, repo.installation_id).await?;
+            let branch = match (branch, repo.default_branch.as_deref().map(BranchName::parse)) {
+                (None, Some(Ok(default))) => default,
+                (wanted, _) => resolve_branch(&state, &url, wanted, Some(&token)).await?,
+            };
+            (
+                url,
+                Some(GithubLink {
+                    repo_id: repo.id,
+                    full_name: repo.full_name,
+                }),
+                branch,
+            )
+        }
+    };
     let project = state
         .db
         .create_project(NewProject {
             owner: user.id,
+            github,
             slug,
             name,
             git_url,
@@ -293,12 +370,19 @@ pub async fn patch(
         .transpose()?;
     let new_slug = req.slug.as_deref().map(parse_slug).transpose()?;
     let new_url = req.git_url.as_deref().map(|u| parse_git_url(&state, u)).transpose()?;
+    if new_url.is_some() && project.github.is_some() {
+        return Err(ApiError::invalid(
+            "invalid_git_url",
+            "this project deploys a GitHub repository; its git URL follows the repository",
+        ));
+    }
     let new_branch = req.branch.as_deref().map(parse_branch).transpose()?;
     let mut env = Vec::new();
     if let Some(changes) = req.env {
         for (k, v) in changes {
             let key = parse_env_key(&k)?;
-            env.push((key, v.map(|v| parse_env_value(&k, v)).transpose()?));
+            let value = v.map(|v| parse_env_value(&k, v)).transpose()?;
+            env.push((key, value.map(|v| state.sealer.seal(&v))));
         }
         let remaining: std::collections::BTreeSet<&str> = project
             .env_keys
@@ -327,9 +411,16 @@ pub async fn patch(
         _ => project.slug.clone(),
     };
     let git_url = new_url.unwrap_or_else(|| project.git_url.clone());
-    let branch = if new_branch.is_some() || git_url != project.git_url {
+    let branch = if new_branch.as_ref().is_some_and(|b| *b != project.branch) || git_url != project.git_url {
         let wanted = new_branch.unwrap_or_else(|| project.branch.clone());
-        resolve_branch(&state, &git_url, Some(wanted)).await?
+        let token = match &project.github {
+            Some(link) => match state.db.repository(link.repo_id).await? {
+                Some(repo) => Some(installation_token(&state, repo.installation_id).await?),
+                None => None,
+            },
+            None => None,
+        };
+        resolve_branch(&state, &git_url, Some(wanted), token.as_ref()).await?
     } else {
         project.branch.clone()
     };

@@ -2,8 +2,9 @@
 //! and at most `max_concurrent` in all.
 
 use crate::AppState;
+use platform::GitUrl;
 use platform::bus::{Notice, Watched};
-use platform::executor::BuildJob;
+use platform::executor::{BuildJob, EnvVars, GitToken};
 use platform::model::Deployment;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -22,6 +23,48 @@ pub async fn recover(state: &AppState) {
         Ok(ids) if !ids.is_empty() => tracing::info!("requeued {} builds interrupted by a restart", ids.len()),
         Ok(_) => {}
         Err(e) => tracing::error!("cannot requeue interrupted builds: {e}"),
+    }
+}
+
+/// The clone URL and a fresh installation token for a project linked to GitHub. Without a token
+/// (GitHub unreachable, App gone) the build still runs — a public repository clones anyway —
+/// and its log says why.
+async fn github_source(
+    state: &AppState,
+    link: &platform::model::GithubLink,
+    fallback: &GitUrl,
+    notes: &mut Vec<String>,
+) -> (GitUrl, Option<GitToken>) {
+    let repo = match state.db.repository(link.repo_id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            notes.push(format!(
+                "The GitHub App no longer reaches {}; cloning without credentials",
+                link.full_name
+            ));
+            return (fallback.clone(), None);
+        }
+        Err(e) => {
+            notes.push(format!(
+                "Cannot look up {}: {e}; cloning without credentials",
+                link.full_name
+            ));
+            return (fallback.clone(), None);
+        }
+    };
+    let url = GitUrl::parse(&repo.clone_url).unwrap_or_else(|_| fallback.clone());
+    let Some(app) = state.github.app() else {
+        notes.push("No GitHub App is connected; cloning without credentials".into());
+        return (url, None);
+    };
+    match app.installation_token(repo.installation_id).await {
+        Ok(token) => (url, Some(GitToken(token.expose().to_owned()))),
+        Err(e) => {
+            notes.push(format!(
+                "Could not get a GitHub token ({e}); cloning without credentials"
+            ));
+            (url, None)
+        }
     }
 }
 
@@ -71,18 +114,33 @@ async fn start(state: &AppState, d: &Deployment) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the project is gone")?;
-    let env = state.db.project_env(&project.id).await.map_err(|e| e.to_string())?;
+    let sealed = state.db.project_env(&project.id).await.map_err(|e| e.to_string())?;
+    let mut env = std::collections::BTreeMap::new();
+    for (key, value) in sealed.0 {
+        let value = state
+            .sealer
+            .open(&value)
+            .map_err(|e| format!("environment variable {key}: {e}"))?;
+        env.insert(key, value.expose().to_owned());
+    }
     let first_seq = state.db.last_log_seq(&d.id).await.map_err(|e| e.to_string())? + 1;
+    let mut notes = Vec::new();
+    let (git_url, git_token) = match &project.github {
+        Some(link) => github_source(state, link, &project.git_url, &mut notes).await,
+        None => (project.git_url.clone(), None),
+    };
     let job = BuildJob {
         deployment_id: d.id.clone(),
         project_id: project.id,
         project_slug: project.slug,
         target: d.target,
-        git_url: project.git_url,
+        git_url,
         branch: d.branch.clone(),
         commit: d.commit_sha.clone(),
+        git_token,
+        notes,
         settings: project.build,
-        env,
+        env: EnvVars(env),
         timeout: state.build_timeout,
         first_seq,
     };

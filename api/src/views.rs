@@ -60,6 +60,8 @@ pub struct ProjectView<'a> {
     output_dir: Option<&'a str>,
     /// Names only: values are write-only.
     env_keys: &'a [String],
+    /// The GitHub repository (`owner/name`) the project deploys, when linked to one.
+    github_repository: Option<&'a str>,
     production_url: String,
     production_deployment_id: Option<&'a str>,
     created_at: Timestamp,
@@ -80,6 +82,7 @@ impl<'a> ProjectView<'a> {
             build_command: p.build.build_command.as_deref(),
             output_dir: p.build.output_dir.as_ref().map(|d| d.as_str()),
             env_keys: &p.env_keys,
+            github_repository: p.github.as_ref().map(|g| g.full_name.as_str()),
             production_url: sites.url_for(p.slug.as_str()),
             production_deployment_id: p.production_deployment_id.as_ref().map(|d| d.as_str()),
             created_at: p.created_at,
@@ -99,8 +102,12 @@ pub struct DeploymentView<'a> {
     branch: &'a str,
     commit_sha: Option<&'a str>,
     commit_message: Option<&'a str>,
+    commit_author: Option<&'a str>,
+    /// What started it: `api`, `push`, `pull_request` or `rerequest`.
+    trigger: &'static str,
     framework: Option<&'static str>,
-    /// Where the deployment is served: the project's site for production deployments.
+    /// Where the deployment is served: the project's site for production deployments, the
+    /// branch's preview host (`<branch>--<project>`) for previews.
     url: Option<String>,
     created_at: Timestamp,
     started_at: Option<Timestamp>,
@@ -115,8 +122,6 @@ pub struct DeploymentView<'a> {
 impl<'a> DeploymentView<'a> {
     /// `production` is the deployment the project's site serves.
     pub fn new(d: &'a Deployment, production: Option<&platform::DeploymentId>, sites: &SitesSettings) -> Self {
-        let url =
-            (d.target == platform::model::DeploymentTarget::Production).then(|| sites.url_for(d.project_slug.as_str()));
         Self {
             id: d.id.as_str(),
             project: d.project_slug.as_str(),
@@ -126,8 +131,10 @@ impl<'a> DeploymentView<'a> {
             branch: d.branch.as_str(),
             commit_sha: d.commit_sha.as_ref().map(|c| c.as_str()),
             commit_message: d.commit_message.as_deref(),
+            commit_author: d.commit_author.as_deref(),
+            trigger: d.trigger.as_str(),
             framework: d.framework.map(|f| f.as_str()),
-            url,
+            url: sites.deployment_url(d),
             created_at: d.created_at,
             started_at: d.started_at,
             finished_at: d.finished_at,

@@ -6,6 +6,8 @@
 
 use crate::logs::BuildLog;
 use crate::process::{RunError, Stopper, run_logged};
+use base64::Engine;
+use platform::settings::Secret;
 use platform::{BranchName, CommitSha, GitHostPolicy, GitUrl};
 use std::path::Path;
 use std::process::Stdio;
@@ -40,6 +42,7 @@ pub enum GitError {
 pub struct Checkout {
     pub sha: CommitSha,
     pub subject: String,
+    pub author: String,
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +55,10 @@ impl Git {
         Self { policy }
     }
 
-    fn command(&self, url: &GitUrl) -> Result<Command, GitError> {
+    /// A git command for `url`. With `token`, requests carry it as HTTP basic auth through an
+    /// environment-only config entry: it is never written to `.git/config`, and git never
+    /// prints it.
+    fn command(&self, url: &GitUrl, token: Option<&Secret>) -> Result<Command, GitError> {
         self.policy.check(url)?;
         let mut cmd = Command::new("git");
         cmd.env_clear()
@@ -85,12 +91,18 @@ impl Git {
             ])
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if let Some(token) = token {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", token.expose()));
+            cmd.env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {basic}"));
+        }
         Ok(cmd)
     }
 
     /// `git ls-remote` with a time limit; returns stdout.
-    async fn ls_remote(&self, url: &GitUrl, args: &[&str]) -> Result<String, GitError> {
-        let mut cmd = self.command(url)?;
+    async fn ls_remote(&self, url: &GitUrl, args: &[&str], token: Option<&Secret>) -> Result<String, GitError> {
+        let mut cmd = self.command(url, token)?;
         cmd.arg("ls-remote").args(args).arg("--").arg(url.as_str());
         let out = match tokio::time::timeout(LS_REMOTE_TIMEOUT, cmd.output()).await {
             Err(_) => return Err(GitError::Unreachable("timed out".into())),
@@ -104,8 +116,8 @@ impl Git {
     }
 
     /// The branch the remote's HEAD points at.
-    pub async fn default_branch(&self, url: &GitUrl) -> Result<BranchName, GitError> {
-        let out = self.ls_remote(url, &["--symref"]).await?;
+    pub async fn default_branch(&self, url: &GitUrl, token: Option<&Secret>) -> Result<BranchName, GitError> {
+        let out = self.ls_remote(url, &["--symref"], token).await?;
         out.lines()
             .find_map(|l| l.strip_prefix("ref: refs/heads/")?.strip_suffix("\tHEAD"))
             .and_then(|b| BranchName::parse(b).ok())
@@ -113,8 +125,13 @@ impl Git {
     }
 
     /// Fails with [`GitError::NoSuchBranch`] unless the remote has `branch`.
-    pub async fn check_branch(&self, url: &GitUrl, branch: &BranchName) -> Result<(), GitError> {
-        let out = self.ls_remote(url, &["--heads"]).await?;
+    pub async fn check_branch(
+        &self,
+        url: &GitUrl,
+        branch: &BranchName,
+        token: Option<&Secret>,
+    ) -> Result<(), GitError> {
+        let out = self.ls_remote(url, &["--heads"], token).await?;
         let wanted = format!("refs/heads/{}", branch.as_str());
         if out.lines().any(|l| l.split('\t').nth(1) == Some(wanted.as_str())) {
             Ok(())
@@ -130,6 +147,7 @@ impl Git {
         url: &GitUrl,
         branch: &BranchName,
         commit: Option<&CommitSha>,
+        token: Option<&Secret>,
         dest: &Path,
         log: &BuildLog,
         stopper: &Stopper,
@@ -137,6 +155,7 @@ impl Git {
         let dest_s = dest.display().to_string();
         self.step(
             url,
+            token,
             &["init", "--quiet", "--template=", "--", &dest_s],
             log,
             stopper,
@@ -151,7 +170,8 @@ impl Git {
                 .collect()
         };
         let add = in_repo(&["remote", "add", "--", "origin", url.as_str()]);
-        self.step(url, &as_strs(&add), log, stopper, "remote add").await?;
+        self.step(url, token, &as_strs(&add), log, stopper, "remote add")
+            .await?;
         let branch_ref = format!("refs/heads/{}", branch.as_str());
         let fetch = |what: &str, shallow: bool| {
             let mut args = vec!["fetch", "--quiet", "--no-tags"];
@@ -164,7 +184,7 @@ impl Git {
         let target = match commit {
             None => {
                 match self
-                    .step(url, &as_strs(&fetch(&branch_ref, true)), log, stopper, "fetch")
+                    .step(url, token, &as_strs(&fetch(&branch_ref, true)), log, stopper, "fetch")
                     .await
                 {
                     Err(GitError::Failed { .. }) => return Err(GitError::FetchFailed(branch.to_string())),
@@ -176,16 +196,16 @@ impl Git {
                 // Servers that allow it hand out any commit by id; others only branch tips, so
                 // fall back to the branch's history and look for the commit there.
                 let by_id = fetch(sha.as_str(), true);
-                if self.quiet_step(url, &as_strs(&by_id), stopper).await?.is_err() {
+                if self.quiet_step(url, token, &as_strs(&by_id), stopper).await?.is_err() {
                     log.system(format!(
                         "The server does not serve commit {} by id; fetching branch {branch}",
                         sha.short()
                     ))
                     .await;
-                    self.step(url, &as_strs(&fetch(&branch_ref, false)), log, stopper, "fetch")
+                    self.step(url, token, &as_strs(&fetch(&branch_ref, false)), log, stopper, "fetch")
                         .await?;
                     let verify = in_repo(&["cat-file", "-e", &format!("{}^{{commit}}", sha.as_str())]);
-                    if self.quiet_step(url, &as_strs(&verify), stopper).await?.is_err() {
+                    if self.quiet_step(url, token, &as_strs(&verify), stopper).await?.is_err() {
                         return Err(GitError::NoSuchCommit(sha.to_string()));
                     }
                 }
@@ -193,9 +213,10 @@ impl Git {
             }
         };
         let checkout = in_repo(&["checkout", "--quiet", "--detach", &target, "--"]);
-        self.step(url, &as_strs(&checkout), log, stopper, "checkout").await?;
-        let show = in_repo(&["log", "-1", "--format=%H%n%s"]);
-        let mut cmd = self.command(url)?;
+        self.step(url, token, &as_strs(&checkout), log, stopper, "checkout")
+            .await?;
+        let show = in_repo(&["log", "-1", "--format=%H%n%an%n%s"]);
+        let mut cmd = self.command(url, None)?;
         cmd.args(&show);
         let out = stopper
             .guard(cmd.output())
@@ -208,19 +229,22 @@ impl Git {
             .next()
             .and_then(|s| CommitSha::parse(s).ok())
             .ok_or(GitError::Failed { step: "log" })?;
+        let author: String = lines.next().unwrap_or_default().chars().take(200).collect();
         let subject: String = lines.next().unwrap_or_default().chars().take(1000).collect();
-        Ok(Checkout { sha, subject })
+        Ok(Checkout { sha, subject, author })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn step(
         &self,
         url: &GitUrl,
+        token: Option<&Secret>,
         args: &[&str],
         log: &BuildLog,
         stopper: &Stopper,
         step: &'static str,
     ) -> Result<(), GitError> {
-        let mut cmd = self.command(url)?;
+        let mut cmd = self.command(url, token)?;
         cmd.args(args).process_group(0);
         let status = run_logged(cmd, log, stopper).await?;
         if status.success() {
@@ -231,8 +255,14 @@ impl Git {
     }
 
     /// Runs git without logging its output; `Ok(Err(()))` when git failed.
-    async fn quiet_step(&self, url: &GitUrl, args: &[&str], stopper: &Stopper) -> Result<Result<(), ()>, GitError> {
-        let mut cmd = self.command(url)?;
+    async fn quiet_step(
+        &self,
+        url: &GitUrl,
+        token: Option<&Secret>,
+        args: &[&str],
+        stopper: &Stopper,
+    ) -> Result<Result<(), ()>, GitError> {
+        let mut cmd = self.command(url, token)?;
         cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
         let status = stopper
             .guard(cmd.status())
@@ -273,6 +303,6 @@ mod tests {
     async fn refuses_plain_http_outside_the_allow_list() {
         let git = Git::new(GitHostPolicy::default());
         let url = GitUrl::parse("http://127.0.0.1:1/r.git").unwrap();
-        assert!(matches!(git.default_branch(&url).await, Err(GitError::Url(_))));
+        assert!(matches!(git.default_branch(&url, None).await, Err(GitError::Url(_))));
     }
 }

@@ -69,6 +69,7 @@ struct Progress {
     phases: BTreeMap<String, u64>,
     commit_sha: Option<CommitSha>,
     commit_message: Option<String>,
+    commit_author: Option<String>,
     framework: Option<platform::model::Framework>,
 }
 
@@ -78,6 +79,7 @@ impl Progress {
         c.phases = self.phases.clone();
         c.commit_sha = self.commit_sha.clone();
         c.commit_message = self.commit_message.clone();
+        c.commit_author = self.commit_author.clone();
         c.framework = self.framework;
         c
     }
@@ -100,7 +102,8 @@ fn format_duration(ms: u64) -> String {
 /// Runs the build to its end. Never fails: every outcome, including errors, is reported on the
 /// bus as a final state.
 pub async fn run_build(ctx: &BuildContext, job: BuildJob, cancel: CancellationToken) {
-    let secrets: Vec<&str> = job.env.0.values().map(String::as_str).collect();
+    let mut secrets: Vec<&str> = job.env.0.values().map(String::as_str).collect();
+    secrets.extend(job.git_token.as_ref().map(|t| t.0.as_str()));
     let log = BuildLog::new(job.deployment_id.clone(), ctx.bus.clone(), job.first_seq, &secrets);
     let stopper = Stopper::new(cancel, job.timeout);
     let workspace = ctx.work_root.join(job.deployment_id.as_str());
@@ -158,6 +161,9 @@ async fn build(
     progress: &mut Progress,
 ) -> Result<ArtifactSummary, Failure> {
     log.state(progress.change(DeploymentState::Cloning)).await;
+    for note in &job.notes {
+        log.system(note).await;
+    }
     if job.first_seq > 1 {
         log.system("An earlier attempt of this build was interrupted (the platform restarted); building again")
             .await;
@@ -189,9 +195,21 @@ async fn build(
                 .await
         }
     }
+    let token = job
+        .git_token
+        .as_ref()
+        .map(|t| platform::settings::Secret::new(t.0.clone()));
     let checkout = ctx
         .git
-        .checkout(&job.git_url, &job.branch, job.commit.as_ref(), &src, log, stopper)
+        .checkout(
+            &job.git_url,
+            &job.branch,
+            job.commit.as_ref(),
+            token.as_ref(),
+            &src,
+            log,
+            stopper,
+        )
         .await?;
     let took = progress.finish_phase("cloning", started);
     log.system(format!(
@@ -202,6 +220,7 @@ async fn build(
     .await;
     progress.commit_sha = Some(checkout.sha);
     progress.commit_message = Some(checkout.subject);
+    progress.commit_author = Some(checkout.author);
 
     // Detection: from here on, the checkout is the build's (untrusted) territory. Never run git
     // in it again, and never follow a symlink out of it.

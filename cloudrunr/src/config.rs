@@ -3,7 +3,9 @@
 use anyhow::Context;
 use clap::Args;
 use platform::GitHostPolicy;
-use platform::settings::{BuildLimits, SandboxMode, Secret, Settings, SitesSettings};
+use platform::settings::{
+    BuildLimits, GithubAppCredentials, GithubSettings, SandboxMode, Secret, Settings, SitesSettings,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +51,35 @@ pub struct ServeArgs {
     /// The bubblewrap program builds run in.
     #[arg(long, env = "CLOUDRUNR_BWRAP", default_value = "bwrap")]
     pub bwrap: PathBuf,
+    /// Where users and GitHub reach this server (webhooks, OAuth callbacks, links in check runs);
+    /// defaults to http://<listen address>.
+    #[arg(long, env = "CLOUDRUNR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// 64 hex characters that seal secrets stored in the database; generated and kept in the data
+    /// dir when not given.
+    #[arg(long, env = "CLOUDRUNR_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// GitHub's REST API (GitHub Enterprise Server: https://HOST/api/v3).
+    #[arg(long, env = "CLOUDRUNR_GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+    /// GitHub's web site (GitHub Enterprise Server: https://HOST).
+    #[arg(long, env = "CLOUDRUNR_GITHUB_URL", default_value = "https://github.com")]
+    pub github_url: String,
+    /// The GitHub App's id, when the App is configured here rather than by the manifest flow.
+    #[arg(long, env = "CLOUDRUNR_GITHUB_APP_ID")]
+    pub github_app_id: Option<u64>,
+    /// The App's private key: PEM text, or @path to a PEM file.
+    #[arg(long, env = "CLOUDRUNR_GITHUB_PRIVATE_KEY", hide_env_values = true)]
+    pub github_private_key: Option<String>,
+    #[arg(long, env = "CLOUDRUNR_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: Option<String>,
+    #[arg(long, env = "CLOUDRUNR_GITHUB_CLIENT_ID")]
+    pub github_client_id: Option<String>,
+    #[arg(long, env = "CLOUDRUNR_GITHUB_CLIENT_SECRET", hide_env_values = true)]
+    pub github_client_secret: Option<String>,
+    /// The App's slug (its URL name); asked of GitHub when not given.
+    #[arg(long, env = "CLOUDRUNR_GITHUB_APP_SLUG")]
+    pub github_app_slug: Option<String>,
     /// Run builds WITHOUT a sandbox. Only for machines where bubblewrap cannot run, and never
     /// with code you do not trust.
     #[arg(long, env = "CLOUDRUNR_UNSAFE_NO_SANDBOX", value_parser = clap::builder::BoolishValueParser::new())]
@@ -84,6 +115,28 @@ impl ServeArgs {
             Some(_) => anyhow::bail!("CLOUDRUNR_JWT_SECRET must be at least 16 characters"),
             None => persisted_secret(&data_dir.join("jwt-secret"))?,
         };
+        let secret_key = match self.secret_key {
+            Some(k) => Secret::new(k),
+            None => persisted_key(&data_dir.join("secret-key"))?,
+        };
+        platform::crypto::SecretBox::new(&secret_key).context("CLOUDRUNR_SECRET_KEY")?;
+        let public_url = self
+            .public_url
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let github = GithubSettings {
+            api_url: self.github_api_url.trim_end_matches('/').to_owned(),
+            web_url: self.github_url.trim_end_matches('/').to_owned(),
+            app: github_app(
+                self.github_app_id,
+                self.github_private_key,
+                self.github_webhook_secret,
+                self.github_client_id,
+                self.github_client_secret,
+                self.github_app_slug,
+            )?,
+        };
         let database_url = self
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("cloudrunr.db").display()));
@@ -97,6 +150,9 @@ impl ServeArgs {
         Ok(Settings {
             data_dir,
             listen: bound,
+            public_url,
+            secret_key,
+            github,
             sites: SitesSettings {
                 domain: self.domain.trim_matches('.').to_ascii_lowercase(),
                 scheme: self.sites_scheme,
@@ -120,11 +176,57 @@ impl ServeArgs {
     }
 }
 
+/// The App's credentials from the environment: all of them, or none.
+fn github_app(
+    app_id: Option<u64>,
+    private_key: Option<String>,
+    webhook_secret: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    slug: Option<String>,
+) -> anyhow::Result<Option<GithubAppCredentials>> {
+    match (app_id, private_key, webhook_secret, client_id, client_secret) {
+        (None, None, None, None, None) => Ok(None),
+        (Some(app_id), Some(key), Some(webhook_secret), Some(client_id), Some(client_secret)) => {
+            if webhook_secret.len() < 16 {
+                // Anyone can sign with a short (or empty) secret.
+                anyhow::bail!("CLOUDRUNR_GITHUB_WEBHOOK_SECRET must be at least 16 characters");
+            }
+            let pem = match key.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read CLOUDRUNR_GITHUB_PRIVATE_KEY from {path}"))?,
+                None => key.replace("\\n", "\n"),
+            };
+            Ok(Some(GithubAppCredentials {
+                app_id,
+                slug,
+                client_id,
+                client_secret: Secret::new(client_secret),
+                webhook_secret: Secret::new(webhook_secret),
+                private_key: Secret::new(pem),
+            }))
+        }
+        _ => anyhow::bail!(
+            "configure the GitHub App with all of CLOUDRUNR_GITHUB_APP_ID, CLOUDRUNR_GITHUB_PRIVATE_KEY, \
+             CLOUDRUNR_GITHUB_WEBHOOK_SECRET, CLOUDRUNR_GITHUB_CLIENT_ID and CLOUDRUNR_GITHUB_CLIENT_SECRET, or none"
+        ),
+    }
+}
+
 /// Reads the secret kept at `path`, creating it (owner-only) on first start.
 fn persisted_secret(path: &Path) -> anyhow::Result<Secret> {
+    persisted(path, 32)
+}
+
+/// Like [`persisted_secret`], for the 32-byte key that seals stored secrets.
+fn persisted_key(path: &Path) -> anyhow::Result<Secret> {
+    persisted(path, 64)
+}
+
+fn persisted(path: &Path, min_len: usize) -> anyhow::Result<Secret> {
     if let Ok(existing) = std::fs::read_to_string(path) {
         let existing = existing.trim();
-        if existing.len() >= 32 {
+        if existing.len() >= min_len {
             return Ok(Secret::new(existing));
         }
     }

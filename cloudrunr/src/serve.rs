@@ -55,9 +55,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
+    let sealer = platform::crypto::SecretBox::new(&settings.secret_key)?;
+    let github = webhook::Github::load(
+        db.clone(),
+        sealer.clone(),
+        settings.github.clone(),
+        &settings.public_url,
+        &settings.jwt_secret,
+    )
+    .await
+    .context("cannot load the GitHub App")?;
+    tokio::spawn(webhook::checks::run(github.clone(), settings.sites.clone()));
+    let hooks = webhook::router(webhook::deliveries::Deliveries {
+        github: github.clone(),
+        bus: bus.clone(),
+    });
+
     let state = api::AppState::new(api::Services {
         db,
         bus,
+        sealer,
+        github,
         executor,
         store,
         sessions: api::SessionKeys::new(&settings.jwt_secret),
@@ -71,7 +89,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(api::scheduler::run(state.clone()));
 
     let front = Front {
-        api: api::router(state),
+        api: api::router(state).merge(hooks),
         sites,
         settings: settings.sites.clone(),
     };

@@ -45,10 +45,12 @@ pub async fn apply(db: &Database, bus: &dyn LogBus, batch: &[BuildEvent]) -> Res
                 let Some(deployment) = db.apply_state(&event.deployment_id, change).await? else {
                     continue;
                 };
-                if deployment.state == DeploymentState::Ready
-                    && deployment.target == DeploymentTarget::Production
-                    && db.advance_production(&deployment.project_id, &deployment.id).await?
-                {
+                if deployment.state == DeploymentState::Ready {
+                    // A new production deployment moves the site (if it is the newest); a preview
+                    // becomes its branch's preview host.
+                    if deployment.target == DeploymentTarget::Production {
+                        db.advance_production(&deployment.project_id, &deployment.id).await?;
+                    }
                     notify(
                         bus,
                         Notice::RoutesChanged {
@@ -90,6 +92,7 @@ mod tests {
         let project = db
             .create_project(NewProject {
                 owner: user.id,
+                github: None,
                 slug: ProjectSlug::parse("site").unwrap(),
                 name: "site".into(),
                 git_url: GitUrl::parse("https://example.com/r.git").unwrap(),
@@ -105,6 +108,9 @@ mod tests {
                 target: DeploymentTarget::Production,
                 branch: project.branch.clone(),
                 commit: None,
+                commit_message: None,
+                commit_author: None,
+                trigger: platform::model::DeploymentTrigger::Api,
             })
             .await
             .unwrap();

@@ -41,6 +41,8 @@ pub struct StateChange {
     #[serde(default)]
     pub commit_message: Option<String>,
     #[serde(default)]
+    pub commit_author: Option<String>,
+    #[serde(default)]
     pub framework: Option<Framework>,
     #[serde(default)]
     pub error: Option<String>,
@@ -56,6 +58,7 @@ impl StateChange {
             phases: BTreeMap::new(),
             commit_sha: None,
             commit_message: None,
+            commit_author: None,
             framework: None,
             error: None,
             artifact: None,

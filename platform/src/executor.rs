@@ -18,6 +18,16 @@ impl fmt::Debug for EnvVars {
     }
 }
 
+/// A short-lived credential to clone with (a GitHub installation token). `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitToken(pub String);
+
+impl fmt::Debug for GitToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GitToken([redacted])")
+    }
+}
+
 /// Everything a builder needs to produce one deployment; it needs nothing else from the platform.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildJob {
@@ -29,6 +39,12 @@ pub struct BuildJob {
     pub branch: BranchName,
     /// Build exactly this commit; otherwise the branch's head at clone time.
     pub commit: Option<CommitSha>,
+    /// Sent with git's requests only; never written to the checkout or given to the build.
+    #[serde(default)]
+    pub git_token: Option<GitToken>,
+    /// Things the platform wants the build's log to start with (e.g. why no token was minted).
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub settings: BuildSettings,
     pub env: EnvVars,
     #[serde(with = "duration_secs")]

@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod bus;
+pub mod crypto;
 pub mod db;
 pub mod executor;
 pub mod ids;
@@ -16,5 +17,5 @@ pub mod settings;
 pub mod time;
 
 pub use ids::{DeploymentId, ProjectId, TokenId, UserId};
-pub use names::{BranchName, CommitSha, EnvKey, GitHostPolicy, GitUrl, ProjectSlug, RelPath};
+pub use names::{BranchName, CommitSha, EnvKey, GitHostPolicy, GitUrl, ProjectSlug, RelPath, preview_label};
 pub use time::Timestamp;

@@ -166,6 +166,8 @@ pub struct User {
     pub id: UserId,
     pub name: String,
     pub email: String,
+    /// Administers the platform: connects the GitHub App, sees webhook deliveries.
+    pub is_admin: bool,
     pub created_at: Timestamp,
 }
 
@@ -191,10 +193,40 @@ pub struct Project {
     /// Names of the project's environment variables; the values never leave the database except
     /// into a build.
     pub env_keys: Vec<String>,
+    /// The GitHub repository the project deploys from, when it is linked to one.
+    pub github: Option<GithubLink>,
     pub production_deployment_id: Option<DeploymentId>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
+
+/// A project's GitHub repository, reached through the App's installation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GithubLink {
+    pub repo_id: u64,
+    /// `owner/name`.
+    pub full_name: String,
+}
+
+/// What started a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeploymentTrigger {
+    /// `POST /api/projects/{slug}/deployments` (or the dashboard).
+    Api,
+    /// A push to the repository.
+    Push,
+    /// A pull request was opened, reopened or updated.
+    PullRequest,
+    /// "Re-run" on the commit's check run in GitHub.
+    Rerequest,
+}
+
+string_enum!(DeploymentTrigger {
+    Api => "api",
+    Push => "push",
+    PullRequest => "pull_request",
+    Rerequest => "rerequest",
+});
 
 /// What a ready deployment stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +250,10 @@ pub struct Deployment {
     /// The commit asked for, or once cloned, the commit that was built.
     pub commit_sha: Option<CommitSha>,
     pub commit_message: Option<String>,
+    pub commit_author: Option<String>,
+    pub trigger: DeploymentTrigger,
+    /// The check run reporting this deployment on GitHub, once created.
+    pub check_run_id: Option<u64>,
     pub framework: Option<Framework>,
     pub phases: BTreeMap<String, u64>,
     pub error: Option<String>,

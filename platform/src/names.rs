@@ -150,6 +150,41 @@ impl ProjectSlug {
     }
 }
 
+/// The host label of a project's preview of `branch`: `<branch>--<slug>`, one DNS label (so one
+/// wildcard certificate covers every preview). The branch part is lowercased with runs of other
+/// characters turned into one `-`; when it does not fit the label's 63 characters (or nothing is
+/// left of it) it is shortened and a hash of the full branch name keeps it unique. `None` when
+/// the slug leaves no room at all.
+pub fn preview_label(branch: &BranchName, slug: &ProjectSlug) -> Option<String> {
+    const HASH: usize = 6;
+    let room = ProjectSlug::MAX_LEN.checked_sub(slug.as_str().len() + 2)?;
+    let mut part = String::new();
+    for c in branch.as_str().chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            part.push(c);
+        } else if !part.is_empty() && !part.ends_with('-') {
+            part.push('-');
+        }
+    }
+    let clean = part.trim_end_matches('-');
+    let part = if !clean.is_empty() && clean.len() <= room {
+        clean.to_owned()
+    } else {
+        if room < HASH {
+            return None;
+        }
+        let hash = &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(branch.as_str().as_bytes()))[..HASH];
+        let keep = room.saturating_sub(HASH + 1);
+        let prefix = clean[..clean.len().min(keep)].trim_end_matches('-');
+        if prefix.is_empty() {
+            hash.to_owned()
+        } else {
+            format!("{prefix}-{hash}")
+        }
+    };
+    Some(format!("{part}--{slug}"))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Git URLs
 
@@ -499,6 +534,35 @@ mod tests {
         let s = long.with_suffix("x7k2").unwrap();
         assert_eq!(s.as_str().len(), 63);
         assert!(s.as_str().ends_with("-x7k2"));
+    }
+
+    #[test]
+    fn preview_labels() {
+        let b = |s: &str| BranchName::parse(s).unwrap();
+        let slug = ProjectSlug::parse("site").unwrap();
+        assert_eq!(preview_label(&b("main"), &slug).unwrap(), "main--site");
+        assert_eq!(
+            preview_label(&b("Feature/Login_Page"), &slug).unwrap(),
+            "feature-login-page--site"
+        );
+        assert_eq!(preview_label(&b("fix--x"), &slug).unwrap(), "fix-x--site");
+        let long = b(&"a".repeat(100));
+        let label = preview_label(&long, &slug).unwrap();
+        assert_eq!(label.len(), 63);
+        assert!(label.ends_with("--site"));
+        assert_ne!(
+            label,
+            preview_label(&b(&"a".repeat(101)), &slug).unwrap(),
+            "the hash tells them apart"
+        );
+        let odd = preview_label(&b("__"), &slug).unwrap();
+        assert_eq!(odd.len(), 6 + 6, "only the hash is left: {odd}");
+        for l in [label, odd] {
+            assert!(ProjectSlug::parse(l.split_once("--").unwrap().0).is_ok() || l.starts_with(char::is_alphanumeric));
+            assert!(!l.split_once("--").unwrap().0.contains("--"));
+        }
+        let long_slug = ProjectSlug::parse(&"s".repeat(60)).unwrap();
+        assert_eq!(preview_label(&b("main"), &long_slug), None);
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub struct Settings {
     /// Where the embedded backends keep their state (database, artifacts, build workspaces).
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Where users and GitHub reach the platform (dashboard, webhooks, OAuth callbacks), without a
+    /// trailing slash, e.g. `https://deploy.example.com`.
+    pub public_url: String,
+    /// Seals secrets stored in the database (see `crypto::SecretBox`).
+    pub secret_key: Secret,
+    pub github: GithubSettings,
     pub sites: SitesSettings,
     pub git: GitHostPolicy,
     pub jwt_secret: Secret,
@@ -64,6 +70,17 @@ impl SitesSettings {
         (matches_domain && !label.contains('.')).then_some(label)
     }
 
+    /// Where a deployment is served: its project's site for production, the branch's preview
+    /// host otherwise (`None` when the names leave no room for a preview label).
+    pub fn deployment_url(&self, d: &crate::model::Deployment) -> Option<String> {
+        match d.target {
+            crate::model::DeploymentTarget::Production => Some(self.url_for(d.project_slug.as_str())),
+            crate::model::DeploymentTarget::Preview => {
+                crate::names::preview_label(&d.branch, &d.project_slug).map(|l| self.url_for(&l))
+            }
+        }
+    }
+
     /// The public URL of the site whose host label is `label`.
     pub fn url_for(&self, label: &str) -> String {
         match self.port {
@@ -78,6 +95,29 @@ fn strip_port(host: &str) -> &str {
         Some((name, port)) if !name.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     }
+}
+
+/// Where GitHub is, and the App's credentials when they come from the environment rather than
+/// from the manifest flow.
+#[derive(Debug, Clone)]
+pub struct GithubSettings {
+    /// The REST API, e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`.
+    pub api_url: String,
+    /// The web site (OAuth, App settings), e.g. `https://github.com`.
+    pub web_url: String,
+    pub app: Option<GithubAppCredentials>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GithubAppCredentials {
+    pub app_id: u64,
+    /// Known after the manifest flow; fetched from GitHub otherwise.
+    pub slug: Option<String>,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub webhook_secret: Secret,
+    /// PEM.
+    pub private_key: Secret,
 }
 
 /// Whether builds run inside bubblewrap.

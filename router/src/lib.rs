@@ -19,15 +19,16 @@ pub use error::RouterError;
 
 use arc_swap::ArcSwap;
 use axum::extract::Request;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use futures::StreamExt;
 use path::RequestPath;
 use platform::artifacts::{ArtifactStore, Manifest};
 use platform::bus::LogBus;
 use platform::db::{Database, Route};
-use platform::{DeploymentId, ProjectId};
+use platform::{DeploymentId, ProjectId, preview_label};
 use respond::Page;
+use std::collections::HashMap;
 use std::sync::Arc;
 use table::{Content, Site, Table};
 
@@ -94,10 +95,12 @@ impl Sites {
                 failed.push(route.project_id.clone());
                 previous_content(&current, &route.project_id)
             });
+            let previews = self.previews_for(&route, &current).await;
             sites.push(Site {
                 project_id: route.project_id,
                 slug: route.slug,
                 content,
+                previews,
             });
         }
         let table = Table::from_sites(sites);
@@ -118,10 +121,12 @@ impl Sites {
         let site = match self.inner.db.route(project).await? {
             Some(route) => {
                 let content = self.content_for(&route, &current).await?;
+                let previews = self.previews_for(&route, &current).await;
                 Some(Site {
                     project_id: route.project_id,
                     slug: route.slug,
                     content,
+                    previews,
                 })
             }
             None => None,
@@ -158,10 +163,27 @@ impl Sites {
             Method::HEAD => true,
             _ => return respond::page(StatusCode::METHOD_NOT_ALLOWED, Page::MethodNotAllowed, false),
         };
+        // `<branch>--<slug>` is a preview; slugs and branch parts never contain `--`.
+        let (site_label, preview) = match label.split_once("--") {
+            Some((part, slug)) => (slug, Some(part.to_ascii_lowercase())),
+            None => (label, None),
+        };
         // Holding the site (not the table guard) pins this request to one deployment.
-        let Some(site) = self.inner.table.load().lookup(label).cloned() else {
+        let Some(site) = self.inner.table.load().lookup(site_label).cloned() else {
             return respond::page(StatusCode::NOT_FOUND, Page::NoSite, head);
         };
+        if let Some(part) = preview {
+            let Some(manifest) = site.previews.get(&part).cloned() else {
+                return respond::page(StatusCode::NOT_FOUND, Page::NoSite, head);
+            };
+            let mut resp = self
+                .respond(&manifest, req.uri().path(), req.headers(), head, label)
+                .await;
+            // Previews are not for search engines.
+            resp.headers_mut()
+                .insert("x-robots-tag", axum::http::HeaderValue::from_static("noindex"));
+            return resp;
+        }
         let manifest = match &site.content {
             Content::Live(manifest) => Arc::clone(manifest),
             Content::NotDeployed => {
@@ -170,17 +192,57 @@ impl Sites {
             }
             Content::Unavailable => return respond::page(StatusCode::BAD_GATEWAY, Page::Unavailable, head),
         };
-        let path = match RequestPath::parse(req.uri().path()) {
+        self.respond(&manifest, req.uri().path(), req.headers(), head, label)
+            .await
+    }
+
+    /// Answers `req` from one deployment's manifest.
+    async fn respond(
+        &self,
+        manifest: &Manifest,
+        raw_path: &str,
+        headers: &HeaderMap,
+        head: bool,
+        label: &str,
+    ) -> Response {
+        let path = match RequestPath::parse(raw_path) {
             Ok(path) => path,
             Err(e) => {
-                tracing::debug!(label, path = req.uri().path(), reason = %e, "bad request path");
+                tracing::debug!(label, path = raw_path, reason = %e, "bad request path");
                 return respond::page(StatusCode::BAD_REQUEST, Page::BadPath, head);
             }
         };
-        match resolve::resolve(&manifest, &path) {
-            Some(found) => respond::file(self.inner.store.as_ref(), found, req.headers(), head).await,
+        match resolve::resolve(manifest, &path) {
+            Some(found) => respond::file(self.inner.store.as_ref(), found, headers, head).await,
             None => respond::page(StatusCode::NOT_FOUND, Page::NotFound, head),
         }
+    }
+
+    /// The route's previews by label part, reusing manifests already loaded. A preview whose
+    /// manifest cannot be read is left out (and logged); it does not hold up the site.
+    async fn previews_for(&self, route: &Route, current: &Table) -> HashMap<String, Arc<Manifest>> {
+        let mut out = HashMap::new();
+        let loaded = current.site_of(&route.project_id);
+        for (branch, deployment) in &route.previews {
+            let Some(label) = preview_label(branch, &route.slug) else {
+                continue;
+            };
+            let Some((part, _)) = label.split_once("--") else {
+                continue;
+            };
+            let manifest = match loaded.and_then(|s| s.preview_manifest(deployment)) {
+                Some(m) => m,
+                None => match self.read_manifest(deployment).await {
+                    Ok(m) => Arc::new(m),
+                    Err(e) => {
+                        tracing::error!(project = %route.project_id, %branch, "cannot load a preview: {e}");
+                        continue;
+                    }
+                },
+            };
+            out.insert(part.to_owned(), manifest);
+        }
+        out
     }
 
     /// The content a route should serve: its production manifest, reused from the current table

@@ -25,9 +25,16 @@ pub(crate) struct Site {
     pub(crate) project_id: ProjectId,
     pub(crate) slug: ProjectSlug,
     pub(crate) content: Content,
+    /// Preview deployments by the branch part of their label (`<part>--<slug>`).
+    pub(crate) previews: HashMap<String, Arc<Manifest>>,
 }
 
 impl Site {
+    /// The loaded manifest of a preview deployment, if this site has it.
+    pub(crate) fn preview_manifest(&self, deployment: &DeploymentId) -> Option<Arc<Manifest>> {
+        self.previews.values().find(|m| m.deployment_id == *deployment).cloned()
+    }
+
     /// The manifest this site serves, if it is for `deployment` (manifests never change, so a
     /// loaded one can be reused instead of read again).
     pub(crate) fn manifest_for(&self, deployment: &DeploymentId) -> Option<Arc<Manifest>> {
@@ -122,6 +129,7 @@ mod tests {
             project_id: project.clone(),
             slug: ProjectSlug::parse(slug).unwrap_or_else(|e| panic!("{slug}: {e}")),
             content: Content::NotDeployed,
+            previews: HashMap::new(),
         }
     }
 

@@ -4,9 +4,10 @@
 use axum::body::{Body, to_bytes};
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use platform::artifacts::{ArtifactStore, ContentHash, FileEntry, LocalArtifactStore, Manifest};
+use platform::bus::StateChange;
 use platform::bus::{InProcessBus, LogBus, Notice};
 use platform::db::{Database, NewDeployment, NewProject, ProjectUpdate};
-use platform::model::{BuildSettings, DeploymentTarget, Project, User};
+use platform::model::{BuildSettings, DeploymentState, DeploymentTarget, DeploymentTrigger, Project, User};
 use platform::{BranchName, DeploymentId, GitUrl, ProjectSlug, RelPath};
 use router::{RouterError, Sites};
 use std::collections::BTreeMap;
@@ -46,6 +47,7 @@ impl Fixture {
         self.db
             .create_project(NewProject {
                 owner: self.user.id.clone(),
+                github: None,
                 slug: ProjectSlug::parse(slug).unwrap(),
                 name: slug.to_owned(),
                 git_url: GitUrl::parse("https://example.com/a/b.git").unwrap(),
@@ -59,13 +61,34 @@ impl Fixture {
 
     /// A deployment of `project` holding `files`, stored but not promoted.
     async fn deployment(&self, project: &Project, spa: bool, files: &[(&str, &str)]) -> DeploymentId {
+        self.deployment_of(
+            project,
+            project.branch.as_str(),
+            DeploymentTarget::Production,
+            spa,
+            files,
+        )
+        .await
+    }
+
+    async fn deployment_of(
+        &self,
+        project: &Project,
+        branch: &str,
+        target: DeploymentTarget,
+        spa: bool,
+        files: &[(&str, &str)],
+    ) -> DeploymentId {
         let deployment = self
             .db
             .create_deployment(NewDeployment {
                 project: project.id.clone(),
-                target: DeploymentTarget::Production,
-                branch: project.branch.clone(),
+                target,
+                branch: BranchName::parse(branch).unwrap(),
                 commit: None,
+                commit_message: None,
+                commit_author: None,
+                trigger: DeploymentTrigger::Api,
             })
             .await
             .unwrap();
@@ -560,4 +583,42 @@ async fn clones_share_one_table() {
     let copy = f.sites.clone();
     f.site("blog", false, STATIC_SITE).await;
     assert_eq!(get(&copy, "blog", "/").await.body, "<h1>home</h1>");
+}
+
+#[tokio::test]
+async fn previews_are_served_at_branch_labels_and_not_indexed() {
+    let f = Fixture::new().await;
+    let (project, _) = f.site("shop", false, &[("index.html", "production")]).await;
+    let preview = f
+        .deployment_of(
+            &project,
+            "Feature/New-Cart",
+            DeploymentTarget::Preview,
+            false,
+            &[("index.html", "preview")],
+        )
+        .await;
+    f.db.apply_state(&preview, &StateChange::new(DeploymentState::Ready))
+        .await
+        .unwrap();
+    f.sites.reload_project(&project.id).await.unwrap();
+
+    let answer = get(&f.sites, "feature-new-cart--shop", "/").await;
+    assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "preview"));
+    assert_eq!(
+        answer.header(header::HeaderName::from_static("x-robots-tag")),
+        "noindex"
+    );
+    let upper = get(&f.sites, "FEATURE-NEW-CART--SHOP", "/").await;
+    assert_eq!(upper.body, "preview", "labels are case-insensitive");
+    let production = get(&f.sites, "shop", "/").await;
+    assert_eq!(production.body, "production", "a preview never touches production");
+    assert_eq!(
+        get(&f.sites, "other-branch--shop", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&f.sites, "feature-new-cart--nope", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -59,15 +59,22 @@ pub struct GitServer {
     /// Fake `$HOME` for every git process, so the machine's global config is never read.
     home: Arc<TempDir>,
     requests: Arc<AtomicUsize>,
+    /// Repositories that need a password (HTTP basic auth), with the check for it.
+    private: Private,
     /// Dropping this stops the server thread.
     _shutdown: oneshot::Sender<()>,
 }
+
+/// The password check of a private repository.
+type PasswordCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+type Private = Arc<std::sync::Mutex<std::collections::HashMap<String, PasswordCheck>>>;
 
 #[derive(Clone)]
 struct CgiState {
     root: PathBuf,
     home: PathBuf,
     requests: Arc<AtomicUsize>,
+    private: Private,
 }
 
 impl GitServer {
@@ -86,6 +93,7 @@ impl GitServer {
                 .expect("create git home dir"),
         );
         let requests = Arc::new(AtomicUsize::new(0));
+        let private = Private::default();
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind git server to 127.0.0.1:0");
         listener
@@ -97,6 +105,7 @@ impl GitServer {
             root: root.path().to_path_buf(),
             home: home.path().to_path_buf(),
             requests: requests.clone(),
+            private: private.clone(),
         };
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -129,6 +138,7 @@ impl GitServer {
             root,
             home,
             requests,
+            private,
             _shutdown: shutdown_tx,
         }
     }
@@ -141,6 +151,15 @@ impl GitServer {
     /// `http://127.0.0.1:PORT/<name>.git`
     pub fn url(&self, name: &str) -> String {
         format!("http://{}/{name}.git", self.addr)
+    }
+
+    /// Makes `<name>.git` private: every request needs HTTP basic auth whose password passes
+    /// `check` (as GitHub wants an installation token, with any user name).
+    pub fn require_password(&self, name: &str, check: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.private
+            .lock()
+            .expect("private repos lock")
+            .insert(format!("{name}.git"), Arc::new(check));
     }
 
     /// How many HTTP requests the server has answered.
@@ -362,8 +381,42 @@ async fn handle_cgi(State(state): State<CgiState>, request: Request) -> Response
     response
 }
 
+/// Whether a request for a private repository carries an accepted password.
+fn authorized(state: &CgiState, parts: &axum::http::request::Parts) -> bool {
+    let repo = parts
+        .uri
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let Some(check) = state.private.lock().expect("private repos lock").get(&repo).cloned() else {
+        return true;
+    };
+    use base64::Engine;
+    let password = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|userpass| userpass.split_once(':').map(|(_, p)| p.to_owned()));
+    password.is_some_and(|p| check(&p))
+}
+
 async fn run_cgi(state: &CgiState, request: Request) -> Result<Response, String> {
     let (parts, body) = request.into_parts();
+    if !authorized(state, &parts) {
+        let mut response = Response::new(Body::from("authentication required"));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        response.headers_mut().insert(
+            "www-authenticate",
+            axum::http::HeaderValue::from_static("Basic realm=\"git\""),
+        );
+        return Ok(response);
+    }
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|e| format!("read request body: {e}"))?;

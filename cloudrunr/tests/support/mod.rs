@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod git_server;
+pub mod github;
 
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};

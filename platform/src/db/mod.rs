@@ -8,15 +8,15 @@
 use crate::bus::StateChange;
 use crate::executor::EnvVars;
 use crate::model::{
-    ArtifactSummary, BuildSettings, Deployment, DeploymentState, DeploymentTarget, Framework, LogLine, LogStream,
-    Project, User,
+    ArtifactSummary, BuildSettings, Deployment, DeploymentState, DeploymentTarget, DeploymentTrigger, Framework,
+    GithubLink, LogLine, LogStream, Project, User,
 };
 use crate::{
     BranchName, CommitSha, DeploymentId, EnvKey, GitUrl, ProjectId, ProjectSlug, RelPath, Timestamp, TokenId, UserId,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -48,6 +48,9 @@ pub struct Database {
     pool: AnyPool,
     backend: Backend,
 }
+
+mod github;
+pub use github::{CheckUpdate, Delivery, InstallationRecord, RepositoryRecord, StoredApp};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -106,36 +109,38 @@ impl Database {
 
     /// Creates a user; `email` must already be normalized (trimmed, lowercase).
     pub async fn create_user(&self, name: &str, email: &str, password_hash: &str) -> Result<User> {
-        let user = User {
-            id: UserId::generate(),
-            name: name.to_owned(),
-            email: email.to_owned(),
-            created_at: Timestamp::now(),
-        };
-        sqlx::query("INSERT INTO users (id, name, email, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(user.id.as_str())
-            .bind(&user.name)
-            .bind(&user.email)
-            .bind(password_hash)
-            .bind(user.created_at.millis())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| conflict(e, "email"))?;
-        Ok(user)
+        let id = UserId::generate();
+        // The first account administers the platform.
+        sqlx::query(
+            "INSERT INTO users (id, name, email, password_hash, created_at, is_admin) \
+             SELECT $1, $2, $3, $4, $5, CASE WHEN EXISTS (SELECT 1 FROM users) THEN 0 ELSE 1 END",
+        )
+        .bind(id.as_str())
+        .bind(name)
+        .bind(email)
+        .bind(password_hash)
+        .bind(Timestamp::now().millis())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "email"))?;
+        self.user(&id)
+            .await?
+            .ok_or_else(|| DbError::Corrupt("user vanished".into()))
     }
 
     /// The user with this (normalized) email and their password hash.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>> {
-        let row = sqlx::query("SELECT id, name, email, created_at, password_hash FROM users WHERE email = $1")
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, name, email, is_admin, created_at, password_hash FROM users WHERE email = $1")
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
             .transpose()
     }
 
     pub async fn user(&self, id: &UserId) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT id, name, email, created_at FROM users WHERE id = $1")
+        let row = sqlx::query("SELECT id, name, email, is_admin, created_at FROM users WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -211,8 +216,8 @@ impl Database {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO projects (id, owner_id, slug, name, git_url, branch, root_dir, framework, install_command, \
-             build_command, output_dir, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+             build_command, output_dir, github_repo_id, github_full_name, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
         )
         .bind(id.as_str())
         .bind(new.owner.as_str())
@@ -225,6 +230,8 @@ impl Database {
         .bind(new.build.install_command.as_deref())
         .bind(new.build.build_command.as_deref())
         .bind(new.build.output_dir.as_ref().map(RelPath::as_str))
+        .bind(new.github.as_ref().map(|g| g.repo_id as i64))
+        .bind(new.github.as_ref().map(|g| g.full_name.clone()))
         .bind(now.millis())
         .execute(&mut *tx)
         .await
@@ -392,12 +399,18 @@ impl Database {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Every project's site: slug and production deployment (if any).
+    /// Every project's site: slug, production deployment, and the newest ready preview of each
+    /// other branch.
     pub async fn routes(&self) -> Result<Vec<Route>> {
         let rows = sqlx::query("SELECT id, slug, production_deployment_id FROM projects")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(route_from_row).collect()
+        let mut routes: Vec<Route> = rows.iter().map(route_from_row).collect::<Result<_>>()?;
+        let mut previews = self.previews(None).await?;
+        for route in &mut routes {
+            route.previews = previews.remove(&route.project_id).unwrap_or_default();
+        }
+        Ok(routes)
     }
 
     pub async fn route(&self, project: &ProjectId) -> Result<Option<Route>> {
@@ -405,7 +418,39 @@ impl Database {
             .bind(project.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(route_from_row).transpose()
+        let Some(mut route) = row.as_ref().map(route_from_row).transpose()? else {
+            return Ok(None);
+        };
+        route.previews = self.previews(Some(project)).await?.remove(project).unwrap_or_default();
+        Ok(Some(route))
+    }
+
+    /// The newest ready preview deployment per branch, per project.
+    async fn previews(
+        &self,
+        project: Option<&ProjectId>,
+    ) -> Result<HashMap<ProjectId, Vec<(BranchName, DeploymentId)>>> {
+        let filter = if project.is_some() { "AND d.project_id = $1" } else { "" };
+        let sql = format!(
+            "SELECT d.project_id, d.branch, d.id FROM deployments d \
+             WHERE d.target = 'preview' AND d.state = 'ready' {filter} \
+               AND d.number = (SELECT MAX(x.number) FROM deployments x WHERE x.project_id = d.project_id \
+                               AND x.branch = d.branch AND x.target = 'preview' AND x.state = 'ready')"
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(p) = project {
+            query = query.bind(p.as_str());
+        }
+        let mut out: HashMap<ProjectId, Vec<(BranchName, DeploymentId)>> = HashMap::new();
+        for r in query.fetch_all(&self.pool).await? {
+            out.entry(parse_id(r.try_get("project_id")?, ProjectId::parse)?)
+                .or_default()
+                .push((
+                    parse_with(r.try_get("branch")?, BranchName::parse)?,
+                    parse_id(r.try_get("id")?, DeploymentId::parse)?,
+                ));
+        }
+        Ok(out)
     }
 
     async fn project_from_row(&self, r: &AnyRow) -> Result<Project> {
@@ -438,6 +483,16 @@ impl Database {
                     .transpose()?,
             },
             env_keys: keys,
+            github: match (
+                r.try_get::<Option<i64>, _>("github_repo_id")?,
+                r.try_get::<Option<String>, _>("github_full_name")?,
+            ) {
+                (Some(id), Some(full_name)) => Some(GithubLink {
+                    repo_id: id as u64,
+                    full_name,
+                }),
+                _ => None,
+            },
             production_deployment_id: r
                 .try_get::<Option<String>, _>("production_deployment_id")?
                 .map(|d| parse_id(d, DeploymentId::parse))
@@ -450,20 +505,39 @@ impl Database {
     // -----------------------------------------------------------------------------------------
     // Deployments
 
+    /// Queues a deployment. For a project linked to GitHub, its check run is queued too, in the
+    /// same transaction.
     pub async fn create_deployment(&self, new: NewDeployment) -> Result<Deployment> {
         let id = DeploymentId::generate();
+        let now = Timestamp::now().millis();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO deployments (id, project_id, number, state, target, branch, commit_sha, created_at) \
-             SELECT $1, $2, COALESCE(MAX(number), 0) + 1, 'queued', $3, $4, $5, $6 FROM deployments WHERE project_id = $2",
+            "INSERT INTO deployments (id, project_id, number, state, target, branch, commit_sha, commit_message, \
+             commit_author, trigger, created_at) \
+             SELECT $1, $2, COALESCE(MAX(number), 0) + 1, 'queued', $3, $4, $5, $6, $7, $8, $9 \
+             FROM deployments WHERE project_id = $2",
         )
         .bind(id.as_str())
         .bind(new.project.as_str())
         .bind(new.target.as_str())
         .bind(new.branch.as_str())
         .bind(new.commit.as_ref().map(CommitSha::as_str))
-        .bind(Timestamp::now().millis())
-        .execute(&self.pool)
+        .bind(new.commit_message.as_deref())
+        .bind(new.commit_author.as_deref())
+        .bind(new.trigger.as_str())
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO check_run_outbox (deployment_id, status, next_attempt_at, created_at) \
+             SELECT $1, 'queued', $2, $2 FROM projects WHERE id = $3 AND github_repo_id IS NOT NULL",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .bind(new.project.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         self.deployment(&id)
             .await?
             .ok_or_else(|| DbError::Corrupt("deployment vanished".into()))
@@ -556,15 +630,22 @@ impl Database {
     /// Cancels a deployment that no builder has picked up yet. `false` if it was dispatched
     /// (or is already finished) meanwhile.
     pub async fn cancel_queued(&self, id: &DeploymentId) -> Result<bool> {
+        let now = Timestamp::now().millis();
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE deployments SET state = 'canceled', finished_at = $2, cancel_requested = 1 \
              WHERE id = $1 AND state = 'queued' AND dispatched_at IS NULL",
         )
         .bind(id.as_str())
-        .bind(Timestamp::now().millis())
-        .execute(&self.pool)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        enqueue_check_update(&mut tx, id, "completed", now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn request_cancel(&self, id: &DeploymentId) -> Result<()> {
@@ -577,6 +658,7 @@ impl Database {
 
     /// Applies a state change reported by a builder if it moves the deployment forward; returns
     /// the updated deployment, or `None` when the change was stale (or the deployment is gone).
+    /// The check run learns of the change through the outbox, in the same transaction.
     pub async fn apply_state(&self, id: &DeploymentId, change: &StateChange) -> Result<Option<Deployment>> {
         let from: Vec<String> = DeploymentState::ALL
             .iter()
@@ -592,6 +674,20 @@ impl Database {
         let artifact = change
             .artifact
             .map(|a| serde_json::to_string(&a).expect("summary serializes"));
+        let mut tx = self.pool.begin().await?;
+        // What the check run must report: the build started, or it ended.
+        let check_status = if terminal {
+            Some("completed")
+        } else if change.state != DeploymentState::Queued {
+            let row = sqlx::query("SELECT state FROM deployments WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let was_queued = row.map(|r| r.try_get::<String, _>("state")).transpose()?.as_deref() == Some("queued");
+            was_queued.then_some("in_progress")
+        } else {
+            None
+        };
         let done = sqlx::query(&format!(
             "UPDATE deployments SET state = $2, \
                started_at = CASE WHEN started_at IS NULL AND $2 <> 'queued' THEN $3 ELSE started_at END, \
@@ -599,9 +695,10 @@ impl Database {
                phases = COALESCE($5, phases), \
                commit_sha = COALESCE($6, commit_sha), \
                commit_message = COALESCE($7, commit_message), \
-               framework = COALESCE($8, framework), \
-               error = COALESCE($9, error), \
-               artifact = COALESCE($10, artifact) \
+               commit_author = COALESCE($8, commit_author), \
+               framework = COALESCE($9, framework), \
+               error = COALESCE($10, error), \
+               artifact = COALESCE($11, artifact) \
              WHERE id = $1 AND state IN ({})",
             from.join(",")
         ))
@@ -612,16 +709,20 @@ impl Database {
         .bind(phases)
         .bind(change.commit_sha.as_ref().map(CommitSha::as_str))
         .bind(change.commit_message.as_deref())
+        .bind(change.commit_author.as_deref())
         .bind(change.framework.map(Framework::as_str))
         .bind(change.error.as_deref())
         .bind(artifact)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 1 {
-            self.deployment(id).await
-        } else {
-            Ok(None)
+        if done.rows_affected() != 1 {
+            return Ok(None);
         }
+        if let Some(status) = check_status {
+            enqueue_check_update(&mut tx, id, status, change.at.millis()).await?;
+        }
+        tx.commit().await?;
+        self.deployment(id).await
     }
 
     /// Puts builds that were running in this process back in the queue (after a restart, when
@@ -688,6 +789,12 @@ impl Database {
             .collect()
     }
 
+    /// The last `n` lines of the deployment's log, in order.
+    pub async fn last_log_lines(&self, id: &DeploymentId, n: u32) -> Result<Vec<LogLine>> {
+        let last = self.last_log_seq(id).await?;
+        self.log_lines(id, last.saturating_sub(u64::from(n)), n).await
+    }
+
     /// The highest sequence number stored for the deployment (0 when none).
     pub async fn last_log_seq(&self, id: &DeploymentId) -> Result<u64> {
         let row = sqlx::query("SELECT MAX(seq) AS m FROM log_lines WHERE deployment_id = $1")
@@ -707,6 +814,8 @@ pub struct Route {
     pub project_id: ProjectId,
     pub slug: ProjectSlug,
     pub production: Option<DeploymentId>,
+    /// Per branch, the preview deployment served at `<branch>--<slug>`.
+    pub previews: Vec<(BranchName, DeploymentId)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -720,6 +829,7 @@ pub struct TokenRecord {
 #[derive(Debug, Clone)]
 pub struct NewProject {
     pub owner: UserId,
+    pub github: Option<GithubLink>,
     pub slug: ProjectSlug,
     pub name: String,
     pub git_url: GitUrl,
@@ -745,20 +855,45 @@ pub struct NewDeployment {
     pub target: DeploymentTarget,
     pub branch: BranchName,
     pub commit: Option<CommitSha>,
+    pub commit_message: Option<String>,
+    pub commit_author: Option<String>,
+    pub trigger: DeploymentTrigger,
 }
 
 const PROJECT_SELECT: &str = "SELECT id, owner_id, slug, name, git_url, branch, root_dir, framework, install_command, \
-     build_command, output_dir, production_deployment_id, created_at, updated_at FROM projects";
+     build_command, output_dir, github_repo_id, github_full_name, production_deployment_id, created_at, updated_at \
+     FROM projects";
 
 const DEPLOYMENT_SELECT: &str = "SELECT d.id, d.project_id, p.slug, d.state, d.target, d.branch, d.commit_sha, \
-     d.commit_message, d.framework, d.phases, d.error, d.artifact, d.cancel_requested, d.created_at, d.started_at, \
+     d.commit_message, d.commit_author, d.trigger, d.check_run_id, d.framework, d.phases, d.error, d.artifact, d.cancel_requested, d.created_at, d.started_at, \
      d.finished_at FROM deployments d JOIN projects p ON p.id = d.project_id";
+
+/// Queues a check-run update for the deployment, if its project is linked to GitHub.
+async fn enqueue_check_update(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &DeploymentId,
+    status: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO check_run_outbox (deployment_id, status, next_attempt_at, created_at) \
+         SELECT d.id, $2, $3, $3 FROM deployments d JOIN projects p ON p.id = d.project_id \
+         WHERE d.id = $1 AND p.github_repo_id IS NOT NULL",
+    )
+    .bind(id.as_str())
+    .bind(status)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
 
 fn user_from_row(r: &AnyRow) -> Result<User> {
     Ok(User {
         id: parse_id(r.try_get("id")?, UserId::parse)?,
         name: r.try_get("name")?,
         email: r.try_get("email")?,
+        is_admin: r.try_get::<i64, _>("is_admin")? != 0,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
     })
 }
@@ -771,6 +906,7 @@ fn route_from_row(r: &AnyRow) -> Result<Route> {
             .try_get::<Option<String>, _>("production_deployment_id")?
             .map(|d| parse_id(d, DeploymentId::parse))
             .transpose()?,
+        previews: Vec::new(),
     })
 }
 
@@ -788,6 +924,9 @@ fn deployment_from_row(r: &AnyRow) -> Result<Deployment> {
             .map(|c| parse_with(c, CommitSha::parse))
             .transpose()?,
         commit_message: r.try_get("commit_message")?,
+        commit_author: r.try_get("commit_author")?,
+        trigger: parse_enum(&r.try_get::<String, _>("trigger")?, DeploymentTrigger::parse)?,
+        check_run_id: r.try_get::<Option<i64>, _>("check_run_id")?.map(|c| c as u64),
         framework: r
             .try_get::<Option<String>, _>("framework")?
             .map(|f| parse_enum(&f, Framework::parse))

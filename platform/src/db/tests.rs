@@ -1,7 +1,7 @@
 //! The behavioural suite every database backend must pass.
 
 use super::*;
-use crate::model::DeploymentTarget;
+use crate::model::{DeploymentTarget, DeploymentTrigger};
 
 /// A fresh database per backend available to this test run.
 async fn databases() -> Vec<(tempfile::TempDir, Database)> {
@@ -17,6 +17,7 @@ async fn user(db: &Database, email: &str) -> User {
 async fn project(db: &Database, owner: &User, slug: &str) -> Project {
     db.create_project(NewProject {
         owner: owner.id.clone(),
+        github: None,
         slug: ProjectSlug::parse(slug).unwrap(),
         name: slug.to_owned(),
         git_url: GitUrl::parse("https://example.com/a/b.git").unwrap(),
@@ -29,11 +30,18 @@ async fn project(db: &Database, owner: &User, slug: &str) -> Project {
 }
 
 async fn deploy(db: &Database, p: &Project) -> Deployment {
+    deploy_branch(db, p, p.branch.as_str(), DeploymentTarget::Production).await
+}
+
+async fn deploy_branch(db: &Database, p: &Project, branch: &str, target: DeploymentTarget) -> Deployment {
     db.create_deployment(NewDeployment {
         project: p.id.clone(),
-        target: DeploymentTarget::Production,
-        branch: p.branch.clone(),
+        target,
+        branch: BranchName::parse(branch).unwrap(),
         commit: None,
+        commit_message: None,
+        commit_author: None,
+        trigger: DeploymentTrigger::Api,
     })
     .await
     .unwrap()
@@ -79,6 +87,7 @@ async fn projects_are_scoped_to_owner_and_slugs_unique() {
         let dup = db
             .create_project(NewProject {
                 owner: bob.id.clone(),
+                github: None,
                 slug: p.slug.clone(),
                 name: "x".into(),
                 git_url: p.git_url.clone(),
@@ -267,5 +276,189 @@ async fn interrupted_builds_are_requeued() {
             DeploymentState::Queued
         );
         assert_eq!(db.claim_queued(1).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn the_first_user_is_the_admin() {
+    for (_dir, db) in databases().await {
+        assert!(user(&db, "ann@example.com").await.is_admin);
+        assert!(!user(&db, "bob@example.com").await.is_admin);
+    }
+}
+
+#[tokio::test]
+async fn routes_carry_the_newest_ready_preview_per_branch() {
+    for (_dir, db) in databases().await {
+        let ann = user(&db, "ann@example.com").await;
+        let p = project(&db, &ann, "site").await;
+        let ready = |d: Deployment| {
+            let db = db.clone();
+            async move {
+                db.apply_state(&d.id, &StateChange::new(DeploymentState::Ready))
+                    .await
+                    .unwrap();
+                d.id
+            }
+        };
+        let _old = ready(deploy_branch(&db, &p, "feature", DeploymentTarget::Preview).await).await;
+        let new = ready(deploy_branch(&db, &p, "feature", DeploymentTarget::Preview).await).await;
+        let _building = deploy_branch(&db, &p, "feature", DeploymentTarget::Preview).await;
+        let other = ready(deploy_branch(&db, &p, "other", DeploymentTarget::Preview).await).await;
+        ready(deploy(&db, &p).await).await;
+        let mut previews = db.route(&p.id).await.unwrap().unwrap().previews;
+        previews.sort();
+        let want = vec![
+            (BranchName::parse("feature").unwrap(), new),
+            (BranchName::parse("other").unwrap(), other),
+        ];
+        assert_eq!(previews, want);
+        assert_eq!(db.routes().await.unwrap()[0].previews.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_recorded_once() {
+    for (_dir, db) in databases().await {
+        let d = Delivery {
+            id: "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+            event: "push".into(),
+            action: None,
+            repository: Some("octo/site".into()),
+            installation_id: Some(7),
+            outcome: "received".into(),
+            detail: String::new(),
+            received_at: Timestamp::now(),
+        };
+        assert!(db.record_delivery(&d).await.unwrap());
+        assert!(!db.record_delivery(&d).await.unwrap(), "a redelivery");
+        db.set_delivery_outcome(&d.id, "deployed", "site#1").await.unwrap();
+        let listed = db.deliveries(10).await.unwrap();
+        assert_eq!((listed.len(), listed[0].outcome.as_str()), (1, "deployed"));
+    }
+}
+
+#[tokio::test]
+async fn installations_are_claimed_and_scoped() {
+    for (_dir, db) in databases().await {
+        let ann = user(&db, "ann@example.com").await;
+        let bob = user(&db, "bob@example.com").await;
+        db.upsert_installation(7, "octo", "Organization", false).await.unwrap();
+        let repo = |id: u64, name: &str| RepositoryRecord {
+            id,
+            installation_id: 7,
+            full_name: name.into(),
+            clone_url: format!("https://github.com/{name}.git"),
+            default_branch: Some("main".into()),
+            private: true,
+        };
+        db.replace_repositories(7, &[repo(1, "octo/a"), repo(2, "octo/b")])
+            .await
+            .unwrap();
+        assert_eq!(
+            db.repository_for_user(&ann, "octo/a").await.unwrap(),
+            None,
+            "not claimed yet"
+        );
+        db.claim_installation(7, &ann.id).await.unwrap();
+        assert_eq!(
+            db.repository_for_user(&ann, "OCTO/A").await.unwrap(),
+            Some(repo(1, "octo/a"))
+        );
+        assert_eq!(db.repository_for_user(&bob, "octo/a").await.unwrap(), None);
+        assert_eq!(db.installations_of(&ann.id).await.unwrap().len(), 1);
+        db.remove_repositories(7, &[2]).await.unwrap();
+        assert_eq!(db.repositories_of(7).await.unwrap(), vec![repo(1, "octo/a")]);
+        db.delete_installation(7).await.unwrap();
+        assert!(db.installation(7).await.unwrap().unwrap().deleted);
+        assert!(db.installations_of(&ann.id).await.unwrap().is_empty());
+        assert_eq!(db.repository_for_user(&ann, "octo/a").await.unwrap(), None);
+        db.upsert_installation(7, "octo", "Organization", false).await.unwrap();
+        assert!(db.installation(7).await.unwrap().unwrap().active(), "reinstalled");
+    }
+}
+
+#[tokio::test]
+async fn check_run_updates_follow_the_deployment_in_order() {
+    for (_dir, db) in databases().await {
+        let ann = user(&db, "ann@example.com").await;
+        let plain = project(&db, &ann, "plain").await;
+        let linked = db
+            .create_project(NewProject {
+                owner: ann.id.clone(),
+                github: Some(GithubLink {
+                    repo_id: 1,
+                    full_name: "octo/a".into(),
+                }),
+                slug: ProjectSlug::parse("linked").unwrap(),
+                name: "linked".into(),
+                git_url: GitUrl::parse("https://github.com/octo/a.git").unwrap(),
+                branch: BranchName::parse("main").unwrap(),
+                build: BuildSettings::default(),
+                env: vec![],
+            })
+            .await
+            .unwrap();
+        assert_eq!(db.projects_for_repository(1).await.unwrap(), vec![linked.id.clone()]);
+        deploy(&db, &plain).await;
+        let d = deploy(&db, &linked).await;
+        for s in [
+            DeploymentState::Cloning,
+            DeploymentState::Building,
+            DeploymentState::Ready,
+        ] {
+            db.apply_state(&d.id, &StateChange::new(s)).await.unwrap().unwrap();
+        }
+        let mut sent = Vec::new();
+        while let Some(u) = db.due_check_updates(10).await.unwrap().first().cloned() {
+            assert_eq!(
+                db.due_check_updates(10).await.unwrap().len(),
+                1,
+                "one at a time per deployment"
+            );
+            sent.push(u.status.clone());
+            db.check_update_sent(&u, (u.status == "queued").then_some(99))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            sent,
+            ["queued", "in_progress", "completed"],
+            "nothing for the unlinked project"
+        );
+        assert_eq!(db.deployment(&d.id).await.unwrap().unwrap().check_run_id, Some(99));
+
+        // A failing send waits for its retry time; a canceled queued deployment completes its check.
+        let d2 = deploy(&db, &linked).await;
+        let u = db.due_check_updates(10).await.unwrap().remove(0);
+        db.check_update_failed(&u, "503", Timestamp::from_millis(Timestamp::now().millis() + 60_000))
+            .await
+            .unwrap();
+        assert!(db.due_check_updates(10).await.unwrap().is_empty());
+        assert!(db.cancel_queued(&d2.id).await.unwrap());
+        assert_eq!(db.pending_check_updates().await.unwrap(), 2);
+        assert_eq!(
+            db.deployment_with_repository(&d2.id).await.unwrap(),
+            None,
+            "the App reaches no such repository"
+        );
+        db.upsert_installation(7, "octo", "Organization", false).await.unwrap();
+        let repo = RepositoryRecord {
+            id: 1,
+            installation_id: 7,
+            full_name: "octo/a".into(),
+            clone_url: "https://github.com/octo/a.git".into(),
+            default_branch: None,
+            private: false,
+        };
+        db.upsert_repositories(7, &[repo]).await.unwrap();
+        let (dep, repo) = db
+            .deployment_with_repository(&d2.id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("linked"));
+        assert_eq!((dep.id, repo.id), (d2.id.clone(), 1));
+        db.drop_check_updates(&d2.id).await.unwrap();
+        assert_eq!(db.pending_check_updates().await.unwrap(), 0);
     }
 }

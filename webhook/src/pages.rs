@@ -1,0 +1,261 @@
+//! The browser side of GitHub's flows: where GitHub sends people back to.
+//!
+//! - `/github/connect` posts the App manifest to GitHub (for an admin, by signed state);
+//! - `/github/app-created` trades the manifest code for the new App's keys;
+//! - `/github/setup` follows an installation on to GitHub's authorization;
+//! - `/github/callback` trades the OAuth code for the user's GitHub identity and links the
+//!   installations that user administers to their CloudRunr account.
+
+use crate::app::{GithubError, convert_manifest};
+use crate::connection::{Github, Purpose, encode_query};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A small page; `body` is HTML the caller escaped.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width,initial-scale=1\"><title>{t} · CloudRunr</title></head>\
+         <body style=\"font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem\">\
+         <h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    );
+    let mut resp = (status, Html(html)).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn failure(status: StatusCode, what: &str, why: &str) -> Response {
+    page(status, what, &format!("<p>{}</p>", escape(why)))
+}
+
+#[derive(Deserialize)]
+pub struct StateQuery {
+    state: Option<String>,
+}
+
+/// Sends the admin's browser to GitHub with the manifest (GitHub only takes it as a form post).
+pub async fn connect(State(github): State<Github>, Query(q): Query<StateQuery>) -> Response {
+    let Some((user, org)) = q
+        .state
+        .as_deref()
+        .and_then(|s| github.verify_state(Purpose::Manifest, s))
+    else {
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Link expired",
+            "Start connecting GitHub again from CloudRunr.",
+        );
+    };
+    if !github.db().user(&user).await.ok().flatten().is_some_and(|u| u.is_admin) {
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "Only an administrator can connect GitHub.",
+        );
+    }
+    if github.configured_by_environment() {
+        return failure(
+            StatusCode::CONFLICT,
+            "Already configured",
+            "The GitHub App is set by the server's environment.",
+        );
+    }
+    let manifest = github.manifest().to_string();
+    let action = github.manifest_post_url(org.as_deref());
+    let state = q.state.unwrap_or_default();
+    let body = format!(
+        "<p>Taking you to GitHub to create the CloudRunr App…</p>\
+         <form id=\"f\" method=\"post\" action=\"{a}?state={s}\">\
+         <input type=\"hidden\" name=\"manifest\" value=\"{m}\">\
+         <button type=\"submit\">Continue to GitHub</button></form>\
+         <script>document.getElementById('f').submit()</script>",
+        a = escape(&action),
+        s = escape(&encode_query(&state)),
+        m = escape(&manifest),
+    );
+    page(StatusCode::OK, "Connect GitHub", &body)
+}
+
+#[derive(Deserialize)]
+pub struct CodeQuery {
+    code: Option<String>,
+    state: Option<String>,
+}
+
+/// GitHub created the App: trade the code for its credentials and keep them.
+pub async fn app_created(State(github): State<Github>, Query(q): Query<CodeQuery>) -> Response {
+    let Some((user, _)) = q
+        .state
+        .as_deref()
+        .and_then(|s| github.verify_state(Purpose::Manifest, s))
+    else {
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Link expired",
+            "Start connecting GitHub again from CloudRunr.",
+        );
+    };
+    if !github.db().user(&user).await.ok().flatten().is_some_and(|u| u.is_admin) {
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "Only an administrator can connect GitHub.",
+        );
+    }
+    let Some(code) = q.code.as_deref() else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "Missing code",
+            "GitHub did not say which App it created.",
+        );
+    };
+    let created = match convert_manifest(&github.settings().api_url, code).await {
+        Ok(c) => c,
+        Err(e) => return failure(StatusCode::BAD_GATEWAY, "GitHub refused", &e.to_string()),
+    };
+    let slug = created.credentials.slug.clone().unwrap_or_default();
+    if let Err(e) = github.connect(created).await {
+        tracing::error!("cannot store the GitHub App: {e}");
+        return failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Not saved",
+            "The App could not be stored; try again.",
+        );
+    }
+    let install = github.install_url(&user).await.unwrap_or_default();
+    page(
+        StatusCode::OK,
+        "GitHub connected",
+        &format!(
+            "<p>CloudRunr now acts as the GitHub App <strong>{}</strong>.</p>\
+             <p><a href=\"{}\">Install it on your repositories</a> to deploy them.</p>",
+            escape(&slug),
+            escape(&install)
+        ),
+    )
+}
+
+/// After an installation: on to GitHub's authorization, which proves who installed it.
+pub async fn setup(State(github): State<Github>, Query(q): Query<CodeQuery>) -> Response {
+    let user = q
+        .state
+        .as_deref()
+        .and_then(|s| github.verify_state(Purpose::Install, s))
+        .map(|(u, _)| u);
+    match (user, github.app()) {
+        (Some(user), Some(_)) => match github.authorize_url(&user) {
+            Ok(url) => Redirect::to(&url).into_response(),
+            Err(e) => failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "GitHub is not connected",
+                &e.to_string(),
+            ),
+        },
+        _ => page(
+            StatusCode::OK,
+            "Installed",
+            "<p>The App is installed. To deploy its repositories, link the installation from your CloudRunr \
+             account (GitHub settings, “Link installations”).</p>",
+        ),
+    }
+}
+
+/// GitHub's OAuth redirect: link every installation the user administers to their account.
+pub async fn callback(State(github): State<Github>, Query(q): Query<CodeQuery>) -> Response {
+    let Some((user, _)) = q
+        .state
+        .as_deref()
+        .and_then(|s| github.verify_state(Purpose::Install, s))
+    else {
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Link expired",
+            "Start linking GitHub again from CloudRunr.",
+        );
+    };
+    let Some(code) = q.code.as_deref() else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "Not authorized",
+            "GitHub did not authorize the App.",
+        );
+    };
+    let Some(app) = github.app() else {
+        return failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "GitHub is not connected",
+            "Ask an administrator.",
+        );
+    };
+    match link_installations(&github, &app, &user, code).await {
+        Ok(linked) if linked.is_empty() => page(
+            StatusCode::OK,
+            "Nothing to link",
+            "<p>Your GitHub account administers no installation of this App yet. Install it first.</p>",
+        ),
+        Ok(linked) => {
+            let items: String = linked.iter().map(|l| format!("<li>{}</li>", escape(l))).collect();
+            page(
+                StatusCode::OK,
+                "GitHub linked",
+                &format!("<p>Linked to your account:</p><ul>{items}</ul>"),
+            )
+        }
+        Err(e) => failure(StatusCode::BAD_GATEWAY, "GitHub refused", &e.to_string()),
+    }
+}
+
+async fn link_installations(
+    github: &Github,
+    app: &crate::app::GithubApp,
+    user: &platform::UserId,
+    code: &str,
+) -> Result<Vec<String>, GithubError> {
+    let token = app.exchange_code(code, &github.callback_url()).await?;
+    let installations = app.user_installations(&token).await?;
+    let db = github.db();
+    let mut linked = Vec::new();
+    for i in installations {
+        let stored = async {
+            db.upsert_installation(i.id, &i.account_login, &i.account_type, i.suspended)
+                .await?;
+            db.claim_installation(i.id, user).await
+        };
+        if let Err(e) = stored.await {
+            tracing::error!(installation = i.id, "cannot link an installation: {e}");
+            continue;
+        }
+        match app.installation_repositories(i.id).await {
+            Ok(repos) => {
+                if let Err(e) = db.replace_repositories(i.id, &repos).await {
+                    tracing::error!(installation = i.id, "cannot store repositories: {e}");
+                }
+                linked.push(format!("{} ({} repositories)", i.account_login, repos.len()));
+            }
+            Err(e) => {
+                tracing::warn!(installation = i.id, "cannot list repositories yet: {e}");
+                linked.push(i.account_login.clone());
+            }
+        }
+    }
+    Ok(linked)
+}
