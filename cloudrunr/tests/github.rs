@@ -143,6 +143,15 @@ impl World {
     }
 }
 
+impl Drop for World {
+    /// Every test holds every request the platform made to GitHub against GitHub's description.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.gh.assert_no_violations();
+        }
+    }
+}
+
 async fn send_raw(
     p: &Platform,
     event: &str,
@@ -196,6 +205,12 @@ async fn wait_final(w: &World, id: &str) -> Value {
 async fn a_push_deploys_its_commit_and_reports_a_check_run() {
     let w = World::new(true).await;
     w.repo.write("src/message.txt", "Hello from a push\n");
+    // The build shows everything it can see of git's credentials: its environment and the checkout's config.
+    let build = std::fs::read_to_string(w.repo.path().join("build.js")).unwrap();
+    w.repo.write(
+        "build.js",
+        format!("{build}\nconsole.log(JSON.stringify(process.env));\nconsole.log(require('fs').readFileSync('.git/config', 'utf8'));\n"),
+    );
     let sha = w.repo.commit("Say hello from a push");
 
     let (status, answer) = w
@@ -219,7 +234,17 @@ async fn a_push_deploys_its_commit_and_reports_a_check_run() {
 
     // The private repository opened only to the installation token, which appears nowhere.
     let log = w.p.log_text(&w.token, &id).await;
-    assert!(!log.contains("ghs_"), "{log}");
+    assert!(
+        log.contains("[remote \"origin\"]"),
+        "the build printed its .git/config: {log}"
+    );
+    assert!(
+        log.contains("CLOUDRUNR_DEPLOYMENT_ID"),
+        "the build printed its environment: {log}"
+    );
+    for secret in ["ghs_", "extraheader", "extraHeader", "Authorization", "x-access-token"] {
+        assert!(!log.contains(secret), "{secret} leaked: {log}");
+    }
     assert!(
         w.gh.requests()
             .iter()

@@ -32,6 +32,14 @@
 //! The server runs on its own thread with its own tokio runtime (like `git_server.rs`), so blocking test
 //! code cannot deadlock it. JWT signatures are checked with the `openssl` CLI (which also makes the test
 //! App's key, once per process), so the mock needs no crypto crates.
+//!
+//! Besides the platform-facing API: [`TestApp::jwt`]/[`TestApp::sign_jwt`] mint App JWTs for tests that
+//! call the mock directly, [`TestRepo::new`] makes a public repo on `main`, and [`check_description`]
+//! reports operations the mock could not check or answer (the selftest keeps that list known).
+//!
+//! Note for octocrab users: octocrab 0.54's `update_check_run` also sends `check_run_id` in the body; the
+//! description allows extra properties there and GitHub ignores it, so it is accepted and shows up in
+//! [`MockGitHub::check_runs`] bodies.
 
 // Each integration-test binary uses a different subset of this module.
 #![allow(dead_code)]
