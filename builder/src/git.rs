@@ -37,6 +37,17 @@ pub enum GitError {
     Run(#[from] RunError),
 }
 
+/// What to fetch, and how.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub url: &'a GitUrl,
+    pub branch: &'a BranchName,
+    /// Exactly this commit; otherwise the branch's head.
+    pub commit: Option<&'a CommitSha>,
+    /// Credentials for the remote (a GitHub installation token).
+    pub token: Option<&'a Secret>,
+}
+
 /// What was checked out.
 #[derive(Debug, Clone)]
 pub struct Checkout {
@@ -140,18 +151,21 @@ impl Git {
         }
     }
 
-    /// Fetches exactly one commit (the branch head, or `commit`) into a new repository at
-    /// `dest`, shallowly, and checks it out. Git's output goes to the build log.
+    /// Fetches exactly one commit (the branch head, or the wanted commit) into a new repository
+    /// at `dest`, shallowly, and checks it out. Git's output goes to the build log.
     pub async fn checkout(
         &self,
-        url: &GitUrl,
-        branch: &BranchName,
-        commit: Option<&CommitSha>,
-        token: Option<&Secret>,
+        source: &Source<'_>,
         dest: &Path,
         log: &BuildLog,
         stopper: &Stopper,
     ) -> Result<Checkout, GitError> {
+        let Source {
+            url,
+            branch,
+            commit,
+            token,
+        } = *source;
         let dest_s = dest.display().to_string();
         self.step(
             url,

@@ -1,7 +1,7 @@
 //! The life of one build, from clone to manifest, reported on the log bus as it goes.
 
 use crate::detect::{self, BuildPlan};
-use crate::git::{Git, GitError};
+use crate::git::{Git, GitError, Source};
 use crate::logs::BuildLog;
 use crate::output::{self, Limits};
 use crate::process::{Interrupt, RunError, Stopper, run_logged};
@@ -199,18 +199,13 @@ async fn build(
         .git_token
         .as_ref()
         .map(|t| platform::settings::Secret::new(t.0.clone()));
-    let checkout = ctx
-        .git
-        .checkout(
-            &job.git_url,
-            &job.branch,
-            job.commit.as_ref(),
-            token.as_ref(),
-            &src,
-            log,
-            stopper,
-        )
-        .await?;
+    let source = Source {
+        url: &job.git_url,
+        branch: &job.branch,
+        commit: job.commit.as_ref(),
+        token: token.as_ref(),
+    };
+    let checkout = ctx.git.checkout(&source, &src, log, stopper).await?;
     let took = progress.finish_phase("cloning", started);
     log.system(format!(
         "Cloned commit {} \"{}\" in {took}",
