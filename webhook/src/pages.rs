@@ -11,6 +11,7 @@ use crate::connection::{Github, Purpose, encode_query};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use platform::UserId;
 use serde::Deserialize;
 
 fn escape(s: &str) -> String {
@@ -47,6 +48,25 @@ fn failure(status: StatusCode, what: &str, why: &str) -> Response {
     page(status, what, &format!("<p>{}</p>", escape(why)))
 }
 
+/// The admin (and organization) a manifest-flow state was signed for.
+async fn admin_state(github: &Github, state: Option<&str>) -> Result<(UserId, Option<String>), Response> {
+    let Some((user, org)) = state.and_then(|s| github.verify_state(Purpose::Manifest, s)) else {
+        return Err(failure(
+            StatusCode::FORBIDDEN,
+            "Link expired",
+            "Start connecting GitHub again from CloudRunr.",
+        ));
+    };
+    if !github.db().user(&user).await.ok().flatten().is_some_and(|u| u.is_admin) {
+        return Err(failure(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "Only an administrator can connect GitHub.",
+        ));
+    }
+    Ok((user, org))
+}
+
 #[derive(Deserialize)]
 pub struct StateQuery {
     state: Option<String>,
@@ -54,24 +74,10 @@ pub struct StateQuery {
 
 /// Sends the admin's browser to GitHub with the manifest (GitHub only takes it as a form post).
 pub async fn connect(State(github): State<Github>, Query(q): Query<StateQuery>) -> Response {
-    let Some((user, org)) = q
-        .state
-        .as_deref()
-        .and_then(|s| github.verify_state(Purpose::Manifest, s))
-    else {
-        return failure(
-            StatusCode::FORBIDDEN,
-            "Link expired",
-            "Start connecting GitHub again from CloudRunr.",
-        );
+    let (_admin, org) = match admin_state(&github, q.state.as_deref()).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
     };
-    if !github.db().user(&user).await.ok().flatten().is_some_and(|u| u.is_admin) {
-        return failure(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            "Only an administrator can connect GitHub.",
-        );
-    }
     if github.configured_by_environment() {
         return failure(
             StatusCode::CONFLICT,
@@ -103,24 +109,10 @@ pub struct CodeQuery {
 
 /// GitHub created the App: trade the code for its credentials and keep them.
 pub async fn app_created(State(github): State<Github>, Query(q): Query<CodeQuery>) -> Response {
-    let Some((user, _)) = q
-        .state
-        .as_deref()
-        .and_then(|s| github.verify_state(Purpose::Manifest, s))
-    else {
-        return failure(
-            StatusCode::FORBIDDEN,
-            "Link expired",
-            "Start connecting GitHub again from CloudRunr.",
-        );
+    let user = match admin_state(&github, q.state.as_deref()).await {
+        Ok((user, _)) => user,
+        Err(refused) => return refused,
     };
-    if !github.db().user(&user).await.ok().flatten().is_some_and(|u| u.is_admin) {
-        return failure(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            "Only an administrator can connect GitHub.",
-        );
-    }
     let Some(code) = q.code.as_deref() else {
         return failure(
             StatusCode::BAD_REQUEST,
