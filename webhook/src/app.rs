@@ -267,7 +267,20 @@ impl GithubApp {
         }
     }
 
-    /// The App's installations the user (by their OAuth token) can administer.
+    /// The GitHub login of the user the token acts for.
+    pub async fn user_login(&self, user_token: &Secret) -> Result<String, GithubError> {
+        let client = client_builder(&self.api_url)?
+            .user_access_token(user_token.expose().to_owned())
+            .build()
+            .map_err(|e| GithubError::Unexpected(e.to_string()))?;
+        let v: Value = client.get("/user", None::<&()>).await?;
+        v["login"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| GithubError::Unexpected("GET /user has no login".into()))
+    }
+
+    /// The App's installations the user (by their OAuth token) can reach.
     pub async fn user_installations(&self, user_token: &Secret) -> Result<Vec<InstallationInfo>, GithubError> {
         let client = client_builder(&self.api_url)?
             .user_access_token(user_token.expose().to_owned())

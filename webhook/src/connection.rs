@@ -138,6 +138,16 @@ impl Github {
     pub async fn connect(&self, created: CreatedApp) -> Result<Arc<GithubApp>, ConnectionError> {
         let c = &created.credentials;
         let sealer = &self.inner.sealer;
+        if self
+            .inner
+            .db
+            .github_app()
+            .await?
+            .is_some_and(|old| old.app_id != c.app_id)
+        {
+            // Installations belong to an App: the old App's mean nothing to the new one.
+            self.inner.db.forget_installations().await?;
+        }
         self.inner
             .db
             .save_github_app(&StoredApp {

@@ -223,18 +223,34 @@ async fn link_installations(
     code: &str,
 ) -> Result<Vec<String>, GithubError> {
     let token = app.exchange_code(code, &github.callback_url()).await?;
+    let login = app.user_login(&token).await?;
     let installations = app.user_installations(&token).await?;
     let db = github.db();
     let mut linked = Vec::new();
     for i in installations {
+        // A personal account's installation is its owner's alone; an organization's goes to the
+        // first of its members who links it.
+        if i.account_type == "User" && !i.account_login.eq_ignore_ascii_case(&login) {
+            continue;
+        }
         let stored = async {
             db.upsert_installation(i.id, &i.account_login, &i.account_type, i.suspended)
                 .await?;
             db.claim_installation(i.id, user).await
         };
-        if let Err(e) = stored.await {
-            tracing::error!(installation = i.id, "cannot link an installation: {e}");
-            continue;
+        match stored.await {
+            Ok(true) => {}
+            Ok(false) => {
+                linked.push(format!(
+                    "{} (already linked to another CloudRunr account)",
+                    i.account_login
+                ));
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(installation = i.id, "cannot link an installation: {e}");
+                continue;
+            }
         }
         match app.installation_repositories(i.id).await {
             Ok(repos) => {

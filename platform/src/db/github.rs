@@ -208,14 +208,28 @@ impl Database {
     }
 
     /// Makes `owner` the CloudRunr user of the installation (after GitHub confirmed they can
-    /// administer it).
-    pub async fn claim_installation(&self, id: u64, owner: &UserId) -> Result<()> {
-        sqlx::query("UPDATE github_installations SET owner_id = $2, updated_at = $3 WHERE id = $1")
-            .bind(to_i64(id))
-            .bind(owner.as_str())
-            .bind(Timestamp::now().millis())
-            .execute(&self.pool)
+    /// reach it), unless another user linked it first. Returns whether `owner` has it now.
+    pub async fn claim_installation(&self, id: u64, owner: &UserId) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE github_installations SET owner_id = $2, updated_at = $3 \
+             WHERE id = $1 AND (owner_id IS NULL OR owner_id = $2)",
+        )
+        .bind(to_i64(id))
+        .bind(owner.as_str())
+        .bind(Timestamp::now().millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets every installation (a different App was connected: they were the old App's).
+    pub async fn forget_installations(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM github_repositories").execute(&mut *tx).await?;
+        sqlx::query("UPDATE github_installations SET deleted = 1, owner_id = NULL")
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -303,7 +317,7 @@ impl Database {
         let row = sqlx::query(
             "SELECT r.id, r.installation_id, r.full_name, r.clone_url, r.default_branch, r.private \
              FROM github_repositories r JOIN github_installations i ON i.id = r.installation_id \
-             WHERE lower(r.full_name) = lower($1) AND i.owner_id = $2 AND i.deleted = 0",
+             WHERE lower(r.full_name) = lower($1) AND i.owner_id = $2 AND i.deleted = 0 AND i.suspended = 0",
         )
         .bind(full_name)
         .bind(user.id.as_str())

@@ -360,7 +360,11 @@ async fn installations_are_claimed_and_scoped() {
             None,
             "not claimed yet"
         );
-        db.claim_installation(7, &ann.id).await.unwrap();
+        assert!(db.claim_installation(7, &ann.id).await.unwrap());
+        assert!(
+            !db.claim_installation(7, &bob.id).await.unwrap(),
+            "the first to link it keeps it"
+        );
         assert_eq!(
             db.repository_for_user(&ann, "OCTO/A").await.unwrap(),
             Some(repo(1, "octo/a"))
