@@ -3,7 +3,8 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{CurrentUser, Json};
+use crate::extract::{ClientAddr, CurrentUser, Json};
+use crate::ratelimit::Key;
 use crate::views::{TokenView, UserView};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, SaltString};
@@ -12,12 +13,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use platform::db::TokenRecord;
 use platform::model::User;
 use platform::settings::Secret;
 use platform::{TokenId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 use std::sync::OnceLock;
 
 const ISSUER: &str = "cloudrunr";
@@ -34,6 +37,8 @@ const API_TOKEN_PREFIX: &str = "crr_";
 pub struct SessionKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Derives the CSRF token of a browser session.
+    csrf_key: Secret,
 }
 
 impl SessionKeys {
@@ -41,7 +46,28 @@ impl SessionKeys {
         Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+            csrf_key: Secret::new(format!("csrf:{}", secret.expose())),
         }
+    }
+
+    /// The anti-forgery token for forms of the browser session (or pre-session) `binding`: a MAC
+    /// of it, so a page from another site cannot know it.
+    pub fn csrf_token(&self, binding: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.csrf_key.expose().as_bytes()).expect("HMAC takes any key");
+        mac.update(binding.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// Whether `token` is the anti-forgery token of `binding` (constant time).
+    pub fn csrf_ok(&self, binding: &str, token: &str) -> bool {
+        use hmac::{Hmac, Mac};
+        let Ok(given) = hex::decode(token) else {
+            return false;
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.csrf_key.expose().as_bytes()).expect("HMAC takes any key");
+        mac.update(binding.as_bytes());
+        given.len() == 16 && mac.verify_truncated_left(&given).is_ok()
     }
 
     pub fn issue(&self, user: &UserId) -> ApiResult<String> {
@@ -153,7 +179,7 @@ pub struct LoginRequest {
     password: String,
 }
 
-fn normalize_email(raw: &str) -> ApiResult<String> {
+pub fn normalize_email(raw: &str) -> ApiResult<String> {
     let email = raw.trim().to_lowercase();
     let valid = email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -177,16 +203,7 @@ pub fn clean_name(raw: &str, what: &str) -> ApiResult<String> {
 }
 
 pub async fn signup(State(state): State<AppState>, Json(req): Json<SignupRequest>) -> ApiResult<impl IntoResponse> {
-    let name = clean_name(&req.name, "the name")?;
-    let email = normalize_email(&req.email)?;
-    if req.password.len() < MIN_PASSWORD || req.password.len() > MAX_PASSWORD {
-        return Err(ApiError::invalid(
-            "weak_password",
-            format!("the password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"),
-        ));
-    }
-    let hash = hash_password(req.password).await?;
-    let user = state.db.create_user(&name, &email, &hash).await?;
+    let user = create_account(&state, &req.name, &req.email, req.password).await?;
     let token = state.sessions.issue(&user.id)?;
     Ok((
         StatusCode::CREATED,
@@ -194,22 +211,60 @@ pub async fn signup(State(state): State<AppState>, Json(req): Json<SignupRequest
     ))
 }
 
-pub async fn login(State(state): State<AppState>, Json(req): Json<LoginRequest>) -> ApiResult<impl IntoResponse> {
+/// Creates an account (the API and the dashboard both come here).
+pub async fn create_account(state: &AppState, name: &str, email: &str, password: String) -> ApiResult<User> {
+    let name = clean_name(name, "the name")?;
+    let email = normalize_email(email)?;
+    if password.len() < MIN_PASSWORD || password.len() > MAX_PASSWORD {
+        return Err(ApiError::invalid(
+            "weak_password",
+            format!("the password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"),
+        ));
+    }
+    let hash = hash_password(password).await?;
+    Ok(state.db.create_user(&name, &email, &hash).await?)
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let user = check_login(&state, addr, &req.email, req.password).await?;
+    let token = state.sessions.issue(&user.id)?;
+    Ok(axum::Json(json!({ "user": UserView::from(&user), "token": token })))
+}
+
+/// Checks an email and password (the API and the dashboard both come here), counting failures
+/// per account and per address: past the limit, log-in is refused for a while (429).
+pub async fn check_login(state: &AppState, addr: Option<IpAddr>, email: &str, password: String) -> ApiResult<User> {
     let wrong = || ApiError::unauthorized("the email or password is incorrect");
-    let Ok(email) = normalize_email(&req.email) else {
-        return Err(wrong());
-    };
-    let found = state.db.user_by_email(&email).await?;
+    let normalized = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
+    let account = Key::Account(normalized.clone());
+    let mut keys = vec![account.clone()];
+    keys.extend(addr.map(|a| Key::Address(a.to_string())));
+    if let Err(wait) = state.login_limiter.check(&keys) {
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many failed log-ins; try again in {minutes} minutes"),
+        ));
+    }
+    let found = state.db.user_by_email(&normalized).await?;
     let hash = found
         .as_ref()
         .map_or_else(|| decoy_hash().to_owned(), |(_, h)| h.clone());
-    let password_ok = verify_password(req.password, hash).await;
+    let password_ok = verify_password(password, hash).await;
     match found {
         Some((user, _)) if password_ok => {
-            let token = state.sessions.issue(&user.id)?;
-            Ok(axum::Json(json!({ "user": UserView::from(&user), "token": token })))
+            state.login_limiter.succeeded(&account);
+            Ok(user)
         }
-        _ => Err(wrong()),
+        _ => {
+            state.login_limiter.failed(&keys);
+            Err(wrong())
+        }
     }
 }
 
@@ -228,14 +283,20 @@ pub async fn create_token(
     CurrentUser(user): CurrentUser,
     Json(req): Json<CreateTokenRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let name = clean_name(&req.name, "the token name")?;
+    let (record, token) = issue_api_token(&state, &user, &req.name).await?;
+    let mut body = serde_json::to_value(TokenView::from(&record)).map_err(ApiError::internal)?;
+    body["token"] = token.into();
+    Ok((StatusCode::CREATED, axum::Json(body)))
+}
+
+/// Creates a personal API token; the secret is returned here only, and stored hashed.
+pub async fn issue_api_token(state: &AppState, user: &User, name: &str) -> ApiResult<(TokenRecord, String)> {
+    let name = clean_name(name, "the token name")?;
     let mut secret = [0u8; 32];
     platform::ids::random_bytes(&mut secret);
     let token = format!("{API_TOKEN_PREFIX}{}", hex::encode(secret));
     let record = state.db.create_token(&user.id, &name, &sha256_hex(&token)).await?;
-    let mut body = serde_json::to_value(TokenView::from(&record)).map_err(ApiError::internal)?;
-    body["token"] = token.into();
-    Ok((StatusCode::CREATED, axum::Json(body)))
+    Ok((record, token))
 }
 
 pub async fn list_tokens(

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use platform::bus::Notice;
 use platform::db::NewDeployment;
-use platform::model::{Deployment, DeploymentState, DeploymentTarget, DeploymentTrigger, User};
+use platform::model::{Deployment, DeploymentState, DeploymentTarget, DeploymentTrigger, Project, User};
 use platform::{BranchName, CommitSha, DeploymentId};
 use serde::Deserialize;
 use serde_json::json;
@@ -18,8 +18,8 @@ use serde_json::json;
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
-    branch: Option<String>,
-    commit: Option<String>,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
 }
 
 pub async fn create(
@@ -29,6 +29,13 @@ pub async fn create(
     OptionalJson(req): OptionalJson<CreateDeployment>,
 ) -> ApiResult<impl IntoResponse> {
     let project = owned(&state, &user, &slug).await?;
+    let deployment = create_deployment(&state, &project, req).await?;
+    let view = DeploymentView::new(&deployment, project.production_deployment_id.as_ref(), &state.sites);
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "deployment": view }))))
+}
+
+/// Queues a deployment of the project (the API and the dashboard both come here).
+pub async fn create_deployment(state: &AppState, project: &Project, req: CreateDeployment) -> ApiResult<Deployment> {
     let branch = match req.branch.as_deref() {
         Some(b) => BranchName::parse(b).map_err(|e| ApiError::invalid("invalid_branch", e.to_string()))?,
         None => project.branch.clone(),
@@ -57,8 +64,7 @@ pub async fn create(
         })
         .await?;
     state.notify(Notice::WorkAvailable).await;
-    let view = DeploymentView::new(&deployment, project.production_deployment_id.as_ref(), &state.sites);
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "deployment": view }))))
+    Ok(deployment)
 }
 
 #[derive(Deserialize)]
@@ -119,28 +125,38 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let (d, production) = owned_deployment(&state, &user, &id).await?;
+    let (canceled_now, d) = cancel_deployment(&state, d).await?;
+    let status = if canceled_now {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        axum::Json(json!({ "deployment": DeploymentView::new(&d, production.as_ref(), &state.sites) })),
+    ))
+}
+
+/// Cancels a queued deployment at once (`true`), or asks the executor to stop a running build
+/// (`false`: the build reports `canceled` when its processes are gone).
+pub async fn cancel_deployment(state: &AppState, d: Deployment) -> ApiResult<(bool, Deployment)> {
     if d.state.is_terminal() {
         return Err(ApiError::conflict(
             "not_cancelable",
             format!("the deployment is already {}", d.state),
         ));
     }
-    let status = if state.db.cancel_queued(&d.id).await? {
-        StatusCode::OK
-    } else {
+    let canceled_now = state.db.cancel_queued(&d.id).await?;
+    if !canceled_now {
         state.db.request_cancel(&d.id).await?;
         state.executor.cancel(&d.id).await.map_err(ApiError::internal)?;
-        StatusCode::ACCEPTED
-    };
+    }
     let d = state
         .db
         .deployment(&d.id)
         .await?
         .ok_or_else(|| ApiError::not_found("deployment"))?;
-    Ok((
-        status,
-        axum::Json(json!({ "deployment": DeploymentView::new(&d, production.as_ref(), &state.sites) })),
-    ))
+    Ok((canceled_now, d))
 }
 
 /// Points the project's site at this (ready) deployment: rollback and roll-forward without a
@@ -151,6 +167,13 @@ pub async fn promote(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let (d, _) = owned_deployment(&state, &user, &id).await?;
+    promote_deployment(&state, &d).await?;
+    Ok(axum::Json(
+        json!({ "deployment": DeploymentView::new(&d, Some(&d.id), &state.sites) }),
+    ))
+}
+
+pub async fn promote_deployment(state: &AppState, d: &Deployment) -> ApiResult<()> {
     if d.state != DeploymentState::Ready {
         return Err(ApiError::conflict(
             "not_ready",
@@ -169,7 +192,5 @@ pub async fn promote(
             project_id: d.project_id.clone(),
         })
         .await;
-    Ok(axum::Json(
-        json!({ "deployment": DeploymentView::new(&d, Some(&d.id), &state.sites) }),
-    ))
+    Ok(())
 }

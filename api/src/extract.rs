@@ -87,10 +87,18 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("sign in first: send Authorization: Bearer <token>"))?;
+        let Some(header) = parts.headers.get(header::AUTHORIZATION) else {
+            // The dashboard's own scripts (the live log) read with the browser's session; only
+            // safe methods, so a page elsewhere can never make a browser change anything here.
+            if matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD)
+                && let Some(session) = crate::dashboard::session::current(state, &parts.headers).await
+            {
+                return Ok(CurrentUser(session.user));
+            }
+            return Err(ApiError::unauthorized(
+                "sign in first: send Authorization: Bearer <token>",
+            ));
+        };
         let token = header
             .to_str()
             .ok()
@@ -102,5 +110,19 @@ impl FromRequestParts<AppState> for CurrentUser {
             .await?
             .map(CurrentUser)
             .ok_or_else(|| ApiError::unauthorized("the token is invalid or expired; sign in again"))
+    }
+}
+
+/// The client's address, when the server knows it (it is served with connection info).
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let info = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientAddr(info.map(|i| i.0.ip())))
     }
 }

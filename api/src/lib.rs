@@ -6,12 +6,14 @@
 //! project gets 404 for it and everything under it.
 
 mod auth;
+mod dashboard;
 mod deployments;
 mod error;
 mod extract;
 mod github;
 mod logs;
 mod projects;
+pub mod ratelimit;
 pub mod scheduler;
 mod views;
 
@@ -51,6 +53,7 @@ pub struct Services {
     pub git: Git,
     pub build_timeout: Duration,
     pub max_concurrent_builds: usize,
+    pub login_limiter: ratelimit::LoginLimiter,
 }
 
 impl std::ops::Deref for AppState {
@@ -108,10 +111,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/webhook-deliveries", get(github::deliveries))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .with_state(state);
+        .with_state(state.clone());
     Router::new()
         .nest("/api", api)
-        .fallback(not_found)
+        .merge(dashboard::routes(state))
+        .fallback(dashboard::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
 }
 

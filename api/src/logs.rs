@@ -90,6 +90,8 @@ type Tx = mpsc::Sender<Result<Event, Infallible>>;
 /// Feeds one SSE client until the deployment is final or the client goes away.
 async fn follow(state: AppState, id: DeploymentId, after: u64, mut watch: broadcast::Receiver<Watched>, tx: Tx) {
     let mut last = after;
+    // The state last told to the client: each state is sent once, and only forward.
+    let mut told: Option<DeploymentState> = None;
     let finished = async {
         if !catch_up(&state, &id, &mut last, &tx).await? {
             return None;
@@ -97,6 +99,11 @@ async fn follow(state: AppState, id: DeploymentId, after: u64, mut watch: broadc
         if is_final(&state, &id).await? {
             return Some(());
         }
+        // Where the deployment is now, whatever the client missed before it connected.
+        let now = state.db.deployment(&id).await.ok()??.state;
+        let data = deployment_data(&state, &id, Some(now)).await?;
+        tx.send(Ok(Event::default().event("state").data(data))).await.ok()?;
+        told = Some(now);
         loop {
             match watch.recv().await {
                 Ok(Watched::Event(e)) if e.deployment_id == id => match &e.body {
@@ -110,9 +117,11 @@ async fn follow(state: AppState, id: DeploymentId, after: u64, mut watch: broadc
                             return None;
                         }
                     }
+                    EventBody::State(change) if told.is_some_and(|t| !t.may_become(change.state)) => {}
                     EventBody::State(change) => {
                         let data = deployment_data(&state, &id, Some(change.state)).await?;
                         tx.send(Ok(Event::default().event("state").data(data))).await.ok()?;
+                        told = Some(change.state);
                         if change.state.is_terminal() {
                             return Some(());
                         }

@@ -24,40 +24,40 @@ const MAX_COMMAND: usize = 4096;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
-    name: String,
-    slug: Option<String>,
+    pub name: String,
+    pub slug: Option<String>,
     /// Either a git URL, or a GitHub repository (`owner/name`) an installation linked to the
     /// user can reach.
-    git_url: Option<String>,
-    github_repository: Option<String>,
-    branch: Option<String>,
-    root_dir: Option<String>,
-    framework: Option<String>,
-    install_command: Option<String>,
-    build_command: Option<String>,
-    output_dir: Option<String>,
-    env: Option<BTreeMap<String, String>>,
+    pub git_url: Option<String>,
+    pub github_repository: Option<String>,
+    pub branch: Option<String>,
+    pub root_dir: Option<String>,
+    pub framework: Option<String>,
+    pub install_command: Option<String>,
+    pub build_command: Option<String>,
+    pub output_dir: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 /// Every field optional; for the build settings, `null` means "detect again".
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PatchProject {
-    name: Option<String>,
-    slug: Option<String>,
-    git_url: Option<String>,
-    branch: Option<String>,
-    root_dir: Option<String>,
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub git_url: Option<String>,
+    pub branch: Option<String>,
+    pub root_dir: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    framework: Option<Option<String>>,
+    pub framework: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    install_command: Option<Option<String>>,
+    pub install_command: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    build_command: Option<Option<String>>,
+    pub build_command: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    output_dir: Option<Option<String>>,
+    pub output_dir: Option<Option<String>>,
     /// Merged into the current variables; `null` deletes one.
-    env: Option<BTreeMap<String, Option<String>>>,
+    pub env: Option<BTreeMap<String, Option<String>>>,
 }
 
 /// Tells a field set to `null` (`Some(None)`) from an absent one (`None`).
@@ -151,6 +151,129 @@ enum Source {
     Github(platform::db::RepositoryRecord),
 }
 
+/// Where the code of a new project comes from, from what the user gave.
+async fn source_of(
+    state: &AppState,
+    user: &User,
+    git_url: Option<&str>,
+    github_repository: Option<&str>,
+) -> ApiResult<Source> {
+    match (git_url, github_repository) {
+        (Some(url), None) => Ok(Source::Url(parse_git_url(state, url)?)),
+        (None, Some(full_name)) => {
+            let repo = state.db.repository_for_user(user, full_name).await?.ok_or_else(|| {
+                ApiError::invalid(
+                    "repository_not_found",
+                    format!("no GitHub installation linked to your account reaches {full_name:?}"),
+                )
+            })?;
+            Ok(Source::Github(repo))
+        }
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "invalid_request",
+            "give either git_url or github_repository, not both",
+        )),
+        (None, None) => Err(ApiError::invalid(
+            "invalid_request",
+            "give git_url or github_repository",
+        )),
+    }
+}
+
+/// A repository ready to be fetched: its URL, its GitHub link, the branch to build, and the
+/// credentials to read it with.
+struct Repository {
+    url: GitUrl,
+    github: Option<GithubLink>,
+    branch: BranchName,
+    token: Option<Secret>,
+}
+
+/// Checks the repository is reachable and settles the branch (the given one, which must exist,
+/// or the repository's default).
+async fn resolve(state: &AppState, source: Source, branch: Option<BranchName>) -> ApiResult<Repository> {
+    match source {
+        Source::Url(url) => {
+            let branch = resolve_branch(state, &url, branch, None).await?;
+            Ok(Repository {
+                url,
+                github: None,
+                branch,
+                token: None,
+            })
+        }
+        Source::Github(repo) => {
+            let url = parse_git_url(state, &repo.clone_url)?;
+            let token = installation_token(state, repo.installation_id).await?;
+            let branch = match (branch, repo.default_branch.as_deref().map(BranchName::parse)) {
+                (None, Some(Ok(default))) => default,
+                (wanted, _) => resolve_branch(state, &url, wanted, Some(&token)).await?,
+            };
+            let github = Some(GithubLink {
+                repo_id: repo.id,
+                full_name: repo.full_name,
+            });
+            Ok(Repository {
+                url,
+                github,
+                branch,
+                token: Some(token),
+            })
+        }
+    }
+}
+
+/// What a repository would deploy as: the commit at the head of its branch, and the build plan
+/// detected from it.
+pub struct Detected {
+    pub branch: BranchName,
+    pub commit: platform::CommitSha,
+    pub plan: builder::detect::BuildPlan,
+}
+
+/// Clones the head of the repository's branch into a temporary directory and detects how it
+/// builds (the dashboard shows this before a project is created).
+pub async fn detect_project(
+    state: &AppState,
+    user: &User,
+    git_url: Option<&str>,
+    github_repository: Option<&str>,
+    branch: Option<&str>,
+    root_dir: Option<&str>,
+) -> ApiResult<Detected> {
+    let source = source_of(state, user, git_url, github_repository).await?;
+    let branch = branch.map(parse_branch).transpose()?;
+    let settings = BuildSettings {
+        root_dir: root_dir
+            .map(|r| parse_path("root_dir", r))
+            .transpose()?
+            .unwrap_or_default(),
+        ..BuildSettings::default()
+    };
+    let repo = resolve(state, source, branch).await?;
+    let dir = tempfile::Builder::new()
+        .prefix("cloudrunr-inspect-")
+        .tempdir()
+        .map_err(ApiError::internal)?;
+    let fetch = builder::git::Source {
+        url: &repo.url,
+        branch: &repo.branch,
+        commit: None,
+        token: repo.token.as_ref(),
+    };
+    let found = builder::inspect::inspect(&state.git, &fetch, &settings, &dir.path().join("src"), INSPECT_TIMEOUT)
+        .await
+        .map_err(|e| ApiError::invalid("repository_unusable", e.to_string()))?;
+    Ok(Detected {
+        branch: repo.branch,
+        commit: found.checkout.sha,
+        plan: found.plan,
+    })
+}
+
+/// How long looking at a repository for the dashboard may take.
+const INSPECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A token to read the installation's repositories with.
 async fn installation_token(state: &AppState, installation: u64) -> ApiResult<Secret> {
     let app = state.github.require_app().map_err(|_| {
@@ -173,32 +296,19 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     Json(req): Json<CreateProject>,
 ) -> ApiResult<impl IntoResponse> {
+    let project = create_project(&state, &user, req).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "project": ProjectView::new(&project, &state.sites) })),
+    ))
+}
+
+/// Creates a project for `user` (the API and the dashboard both come here).
+pub async fn create_project(state: &AppState, user: &User, req: CreateProject) -> ApiResult<Project> {
+    let state = state.clone();
     let name = crate::auth::clean_name(&req.name, "the project name")?;
     let explicit_slug = req.slug.as_deref().map(parse_slug).transpose()?;
-    let source = match (&req.git_url, &req.github_repository) {
-        (Some(url), None) => Source::Url(parse_git_url(&state, url)?),
-        (None, Some(full_name)) => {
-            let repo = state.db.repository_for_user(&user, full_name).await?.ok_or_else(|| {
-                ApiError::invalid(
-                    "repository_not_found",
-                    format!("no GitHub installation linked to your account reaches {full_name:?}"),
-                )
-            })?;
-            Source::Github(repo)
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "invalid_request",
-                "give either git_url or github_repository, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(ApiError::invalid(
-                "invalid_request",
-                "give git_url or github_repository",
-            ));
-        }
-    };
+    let source = source_of(&state, user, req.git_url.as_deref(), req.github_repository.as_deref()).await?;
     let branch = req.branch.as_deref().map(parse_branch).transpose()?;
     let build = BuildSettings {
         root_dir: req
@@ -246,32 +356,16 @@ pub async fn create(
         }
         None => derive_free_slug(&state, &name).await?,
     };
-    let (git_url, github, branch) = match source {
-        Source::Url(url) => {
-            let branch = resolve_branch(&state, &url, branch, None).await?;
-            (url, None, branch)
-        }
-        Source::Github(repo) => {
-            let url = parse_git_url(&state, &repo.clone_url)?;
-            let token = installation_token(&state, repo.installation_id).await?;
-            let branch = match (branch, repo.default_branch.as_deref().map(BranchName::parse)) {
-                (None, Some(Ok(default))) => default,
-                (wanted, _) => resolve_branch(&state, &url, wanted, Some(&token)).await?,
-            };
-            (
-                url,
-                Some(GithubLink {
-                    repo_id: repo.id,
-                    full_name: repo.full_name,
-                }),
-                branch,
-            )
-        }
-    };
-    let project = state
+    let Repository {
+        url: git_url,
+        github,
+        branch,
+        ..
+    } = resolve(&state, source, branch).await?;
+    Ok(state
         .db
         .create_project(NewProject {
-            owner: user.id,
+            owner: user.id.clone(),
             github,
             slug,
             name,
@@ -280,11 +374,7 @@ pub async fn create(
             build,
             env,
         })
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({ "project": ProjectView::new(&project, &state.sites) })),
-    ))
+        .await?)
 }
 
 /// A free slug from the project name: the name's own slug, or that with a random suffix.
@@ -347,6 +437,15 @@ pub async fn patch(
     Json(req): Json<PatchProject>,
 ) -> ApiResult<impl IntoResponse> {
     let project = owned(&state, &user, &slug).await?;
+    let updated = update_project(&state, project, req).await?;
+    Ok(axum::Json(
+        json!({ "project": ProjectView::new(&updated, &state.sites) }),
+    ))
+}
+
+/// Changes a project's settings (the API and the dashboard both come here).
+pub async fn update_project(state: &AppState, project: Project, req: PatchProject) -> ApiResult<Project> {
+    let state = state.clone();
     let mut build = project.build.clone();
     if let Some(r) = &req.root_dir {
         build.root_dir = parse_path("root_dir", r)?;
@@ -446,9 +545,7 @@ pub async fn patch(
             })
             .await;
     }
-    Ok(axum::Json(
-        json!({ "project": ProjectView::new(&updated, &state.sites) }),
-    ))
+    Ok(updated)
 }
 
 pub async fn delete(
@@ -457,6 +554,12 @@ pub async fn delete(
     Path(slug): Path<String>,
 ) -> ApiResult<StatusCode> {
     let project = owned(&state, &user, &slug).await?;
+    delete_project(&state, project).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a project with its deployments, logs and manifests.
+pub async fn delete_project(state: &AppState, project: Project) -> ApiResult<()> {
     // Stop what is building, then forget everything: rows, logs, manifests. Objects may be
     // shared with other deployments and are kept.
     let deployments = state.db.list_deployments(&project.id, u32::MAX).await?;
@@ -470,5 +573,5 @@ pub async fn delete(
         state.store.delete_manifest(&d.id).await?;
     }
     state.notify(Notice::RoutesChanged { project_id: project.id }).await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

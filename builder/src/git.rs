@@ -48,6 +48,15 @@ pub struct Source<'a> {
     pub token: Option<&'a Secret>,
 }
 
+/// Where git's output goes.
+#[derive(Clone, Copy)]
+pub enum Output<'a> {
+    /// Into a build's log.
+    Log(&'a BuildLog),
+    /// Nowhere (inspecting a repository on behalf of an API request).
+    Quiet,
+}
+
 /// What was checked out.
 #[derive(Debug, Clone)]
 pub struct Checkout {
@@ -152,12 +161,12 @@ impl Git {
     }
 
     /// Fetches exactly one commit (the branch head, or the wanted commit) into a new repository
-    /// at `dest`, shallowly, and checks it out. Git's output goes to the build log.
+    /// at `dest`, shallowly, and checks it out. Git's output goes to `out`.
     pub async fn checkout(
         &self,
         source: &Source<'_>,
         dest: &Path,
-        log: &BuildLog,
+        out: Output<'_>,
         stopper: &Stopper,
     ) -> Result<Checkout, GitError> {
         let Source {
@@ -171,7 +180,7 @@ impl Git {
             url,
             token,
             &["init", "--quiet", "--template=", "--", &dest_s],
-            log,
+            out,
             stopper,
             "init",
         )
@@ -184,7 +193,7 @@ impl Git {
                 .collect()
         };
         let add = in_repo(&["remote", "add", "--", "origin", url.as_str()]);
-        self.step(url, token, &as_strs(&add), log, stopper, "remote add")
+        self.step(url, token, &as_strs(&add), out, stopper, "remote add")
             .await?;
         let branch_ref = format!("refs/heads/{}", branch.as_str());
         let fetch = |what: &str, shallow: bool| {
@@ -198,7 +207,7 @@ impl Git {
         let target = match commit {
             None => {
                 match self
-                    .step(url, token, &as_strs(&fetch(&branch_ref, true)), log, stopper, "fetch")
+                    .step(url, token, &as_strs(&fetch(&branch_ref, true)), out, stopper, "fetch")
                     .await
                 {
                     Err(GitError::Failed { .. }) => return Err(GitError::FetchFailed(branch.to_string())),
@@ -211,12 +220,14 @@ impl Git {
                 // fall back to the branch's history and look for the commit there.
                 let by_id = fetch(sha.as_str(), true);
                 if self.quiet_step(url, token, &as_strs(&by_id), stopper).await?.is_err() {
-                    log.system(format!(
-                        "The server does not serve commit {} by id; fetching branch {branch}",
-                        sha.short()
-                    ))
-                    .await;
-                    self.step(url, token, &as_strs(&fetch(&branch_ref, false)), log, stopper, "fetch")
+                    if let Output::Log(log) = out {
+                        log.system(format!(
+                            "The server does not serve commit {} by id; fetching branch {branch}",
+                            sha.short()
+                        ))
+                        .await;
+                    }
+                    self.step(url, token, &as_strs(&fetch(&branch_ref, false)), out, stopper, "fetch")
                         .await?;
                     let verify = in_repo(&["cat-file", "-e", &format!("{}^{{commit}}", sha.as_str())]);
                     if self.quiet_step(url, token, &as_strs(&verify), stopper).await?.is_err() {
@@ -227,7 +238,7 @@ impl Git {
             }
         };
         let checkout = in_repo(&["checkout", "--quiet", "--detach", &target, "--"]);
-        self.step(url, token, &as_strs(&checkout), log, stopper, "checkout")
+        self.step(url, token, &as_strs(&checkout), out, stopper, "checkout")
             .await?;
         let show = in_repo(&["log", "-1", "--format=%H%n%an%n%s"]);
         let mut cmd = self.command(url, None)?;
@@ -254,18 +265,19 @@ impl Git {
         url: &GitUrl,
         token: Option<&Secret>,
         args: &[&str],
-        log: &BuildLog,
+        out: Output<'_>,
         stopper: &Stopper,
         step: &'static str,
     ) -> Result<(), GitError> {
-        let mut cmd = self.command(url, token)?;
-        cmd.args(args).process_group(0);
-        let status = run_logged(cmd, log, stopper).await?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(GitError::Failed { step })
-        }
+        let ok = match out {
+            Output::Log(log) => {
+                let mut cmd = self.command(url, token)?;
+                cmd.args(args).process_group(0);
+                run_logged(cmd, log, stopper).await?.success()
+            }
+            Output::Quiet => self.quiet_step(url, token, args, stopper).await?.is_ok(),
+        };
+        if ok { Ok(()) } else { Err(GitError::Failed { step }) }
     }
 
     /// Runs git without logging its output; `Ok(Err(()))` when git failed.

@@ -8,6 +8,7 @@
 
 pub mod detect;
 pub mod git;
+pub mod inspect;
 mod local;
 mod logs;
 mod output;

@@ -1,7 +1,7 @@
 //! The life of one build, from clone to manifest, reported on the log bus as it goes.
 
 use crate::detect::{self, BuildPlan};
-use crate::git::{Git, GitError, Source};
+use crate::git::{Git, GitError, Output, Source};
 use crate::logs::BuildLog;
 use crate::output::{self, Limits};
 use crate::process::{Interrupt, RunError, Stopper, run_logged};
@@ -205,7 +205,7 @@ async fn build(
         commit: job.commit.as_ref(),
         token: token.as_ref(),
     };
-    let checkout = ctx.git.checkout(&source, &src, log, stopper).await?;
+    let checkout = ctx.git.checkout(&source, &src, Output::Log(log), stopper).await?;
     let took = progress.finish_phase("cloning", started);
     log.system(format!(
         "Cloned commit {} \"{}\" in {took}",

@@ -84,6 +84,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         git: builder::git::Git::new(settings.git.clone()),
         build_timeout: settings.build.timeout,
         max_concurrent_builds: settings.build.max_concurrent,
+        login_limiter: api::ratelimit::LoginLimiter::default(),
     });
     api::scheduler::recover(&state).await;
     tokio::spawn(api::scheduler::run(state.clone()));
@@ -100,7 +101,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("  Sites: {}", settings.sites.url_for("<project>"));
     println!("  Data:  {}", settings.data_dir.display());
     let shutdown = CancellationToken::new();
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {

@@ -175,3 +175,28 @@ async fn drives_a_real_headless_chromium() {
 
     b.close().await;
 }
+
+/// The harness's futures can be spawned onto a multi-threaded runtime (checked at compile time).
+#[allow(dead_code)]
+fn futures_are_send(b: Browser) {
+    fn send<T: Send>(_: T) {}
+    send(Browser::start());
+    send(b.goto("/"));
+    send(b.current_url());
+    send(b.fill("#a", "x"));
+    send(b.select("#a", "x"));
+    send(b.click("#a"));
+    send(b.submit("#a"));
+    send(b.text("#a"));
+    send(b.texts("#a"));
+    send(b.attr("#a", "x"));
+    send(b.exists("#a"));
+    send(b.wait_for("#a"));
+    send(b.wait_for_text("#a", "x"));
+    send(b.wait_until("never", async || false));
+    send(b.eval("return 1"));
+    send(b.screenshot(std::path::Path::new("x.png")));
+    send(b.cookies());
+    send(b.page_source());
+    send(b.close());
+}

@@ -80,12 +80,21 @@ async fn push_build_stream_and_serve() {
     );
     assert!(find("Cloning").is_some_and(|l| l["stream"] == "system"));
     assert!(find("Framework: vite").is_some());
+    // Every state change once, in order: from where the build was when the stream opened (it may
+    // already be running) to ready.
     let states: Vec<String> = events
         .iter()
         .filter(|e| e.event == "state")
         .map(|e| e.json()["state"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(states, ["cloning", "installing", "building", "uploading", "ready"]);
+    let order = ["queued", "cloning", "installing", "building", "uploading", "ready"];
+    let ranks: Vec<usize> = states
+        .iter()
+        .map(|s| order.iter().position(|o| o == s).unwrap())
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{states:?}");
+    assert!(ranks[0] <= 2, "the stream opened early in the build: {states:?}");
+    assert_eq!(&states[states.len() - 3..], ["building", "uploading", "ready"]);
     let end = events.last().unwrap();
     assert_eq!(end.event, "end");
     assert_eq!(end.json()["state"], "ready");

@@ -94,6 +94,14 @@ define_id!(
     /// One build of one commit, and the immutable set of files it produced.
     DeploymentId
 );
+
+impl DeploymentId {
+    /// The id's first characters, as in the deployment's own hostname (`<short>--<project>`):
+    /// unique enough within one project.
+    pub fn short(&self) -> &str {
+        &self.0[..9]
+    }
+}
 define_id!(
     /// A personal API token (the id, not the secret).
     TokenId

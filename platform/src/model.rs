@@ -168,6 +168,8 @@ pub struct User {
     pub email: String,
     /// Administers the platform: connects the GitHub App, sees webhook deliveries.
     pub is_admin: bool,
+    /// The GitHub account linked for "Sign in with GitHub".
+    pub github_login: Option<String>,
     pub created_at: Timestamp,
 }
 

@@ -81,6 +81,13 @@ impl SitesSettings {
         }
     }
 
+    /// The deployment's own, immutable URL: `<short id>--<project>` serves exactly this
+    /// deployment for as long as it exists, whatever production or previews do.
+    pub fn immutable_url(&self, d: &crate::model::Deployment) -> Option<String> {
+        let label = format!("{}--{}", d.id.short(), d.project_slug);
+        (label.len() <= crate::ProjectSlug::MAX_LEN).then(|| self.url_for(&label))
+    }
+
     /// The public URL of the site whose host label is `label`.
     pub fn url_for(&self, label: &str) -> String {
         match self.port {

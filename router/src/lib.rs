@@ -32,6 +32,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use table::{Content, Site, Table};
 
+/// Deployment manifests kept for `<short id>--<slug>` hostnames.
+const IMMUTABLE_CACHE: usize = 1024;
+
 /// How many manifests a full load reads from the store at once.
 const LOAD_CONCURRENCY: usize = 16;
 
@@ -45,6 +48,8 @@ struct Inner {
     db: Database,
     store: Arc<dyn ArtifactStore>,
     table: ArcSwap<Table>,
+    /// Manifests of deployments served at their own hostname, loaded on first request.
+    immutable: std::sync::Mutex<HashMap<DeploymentId, Arc<Manifest>>>,
     /// Serializes table updates. Each update reads the database and then publishes a table derived
     /// from the current one; without this, two concurrent updates could each start from the same
     /// table and the later swap would silently undo the earlier one.
@@ -59,6 +64,7 @@ impl Sites {
                 db,
                 store,
                 table: ArcSwap::from_pointee(Table::default()),
+                immutable: std::sync::Mutex::default(),
                 updates: tokio::sync::Mutex::new(()),
             }),
         }
@@ -96,11 +102,13 @@ impl Sites {
                 previous_content(&current, &route.project_id)
             });
             let previews = self.previews_for(&route, &current).await;
+            let ready = ready_ids(&route);
             sites.push(Site {
                 project_id: route.project_id,
                 slug: route.slug,
                 content,
                 previews,
+                ready,
             });
         }
         let table = Table::from_sites(sites);
@@ -122,11 +130,13 @@ impl Sites {
             Some(route) => {
                 let content = self.content_for(&route, &current).await?;
                 let previews = self.previews_for(&route, &current).await;
+                let ready = ready_ids(&route);
                 Some(Site {
                     project_id: route.project_id,
                     slug: route.slug,
                     content,
                     previews,
+                    ready,
                 })
             }
             None => None,
@@ -173,8 +183,19 @@ impl Sites {
             return respond::page(StatusCode::NOT_FOUND, Page::NoSite, head);
         };
         if let Some(part) = preview {
-            let Some(manifest) = site.previews.get(&part).cloned() else {
-                return respond::page(StatusCode::NOT_FOUND, Page::NoSite, head);
+            // A deployment's own hostname first (stable forever), then a branch's preview.
+            let manifest = match site.ready.get(&part) {
+                Some(id) => match self.immutable_manifest(id).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::error!(deployment = %id, "cannot load a deployment: {e}");
+                        return respond::page(StatusCode::BAD_GATEWAY, Page::Unavailable, head);
+                    }
+                },
+                None => match site.previews.get(&part).cloned() {
+                    Some(m) => m,
+                    None => return respond::page(StatusCode::NOT_FOUND, Page::NoSite, head),
+                },
             };
             let mut resp = self
                 .respond(&manifest, req.uri().path(), req.headers(), head, label)
@@ -194,6 +215,22 @@ impl Sites {
         };
         self.respond(&manifest, req.uri().path(), req.headers(), head, label)
             .await
+    }
+
+    /// The manifest of a deployment served at its own hostname: from memory, or read from the
+    /// store once (never from the database).
+    async fn immutable_manifest(&self, id: &DeploymentId) -> Result<Arc<Manifest>, RouterError> {
+        if let Some(m) = self.inner.immutable.lock().expect("manifest cache lock").get(id) {
+            return Ok(m.clone());
+        }
+        let manifest = Arc::new(self.read_manifest(id).await?);
+        let mut cache = self.inner.immutable.lock().expect("manifest cache lock");
+        if cache.len() >= IMMUTABLE_CACHE {
+            // Rarely visited old deployments: start over rather than track recency.
+            cache.clear();
+        }
+        cache.insert(id.clone(), manifest.clone());
+        Ok(manifest)
     }
 
     /// Answers `req` from one deployment's manifest.
@@ -275,6 +312,15 @@ impl Sites {
         }
         Ok(manifest)
     }
+}
+
+/// The ready deployments of a route, by short id.
+fn ready_ids(route: &Route) -> HashMap<String, DeploymentId> {
+    route
+        .ready
+        .iter()
+        .map(|id| (id.short().to_owned(), id.clone()))
+        .collect()
 }
 
 /// What a project that failed to load keeps serving: its last good manifest, if it had one.

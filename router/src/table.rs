@@ -27,6 +27,8 @@ pub(crate) struct Site {
     pub(crate) content: Content,
     /// Preview deployments by the branch part of their label (`<part>--<slug>`).
     pub(crate) previews: HashMap<String, Arc<Manifest>>,
+    /// Every ready deployment by its short id (`<short>--<slug>`); manifests load on demand.
+    pub(crate) ready: HashMap<String, DeploymentId>,
 }
 
 impl Site {
@@ -130,6 +132,7 @@ mod tests {
             slug: ProjectSlug::parse(slug).unwrap_or_else(|e| panic!("{slug}: {e}")),
             content: Content::NotDeployed,
             previews: HashMap::new(),
+            ready: HashMap::new(),
         }
     }
 

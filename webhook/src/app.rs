@@ -267,17 +267,17 @@ impl GithubApp {
         }
     }
 
-    /// The GitHub login of the user the token acts for.
-    pub async fn user_login(&self, user_token: &Secret) -> Result<String, GithubError> {
+    /// The GitHub account (id, login) the token acts for.
+    pub async fn github_user(&self, user_token: &Secret) -> Result<(u64, String), GithubError> {
         let client = client_builder(&self.api_url)?
             .user_access_token(user_token.expose().to_owned())
             .build()
             .map_err(|e| GithubError::Unexpected(e.to_string()))?;
         let v: Value = client.get("/user", None::<&()>).await?;
-        v["login"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| GithubError::Unexpected("GET /user has no login".into()))
+        match (v["id"].as_u64(), v["login"].as_str()) {
+            (Some(id), Some(login)) => Ok((id, login.to_owned())),
+            _ => Err(GithubError::Unexpected("GET /user has no id or login".into())),
+        }
     }
 
     /// The App's installations the user (by their OAuth token) can reach.

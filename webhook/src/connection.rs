@@ -37,6 +37,8 @@ pub enum Purpose {
     Manifest,
     /// Installing the App or authorizing it, to link installations to the user.
     Install,
+    /// Signing in with GitHub (the subject is a nonce also kept in the browser's cookie).
+    Login,
 }
 
 impl Purpose {
@@ -44,6 +46,7 @@ impl Purpose {
         match self {
             Purpose::Manifest => "cloudrunr-github-manifest",
             Purpose::Install => "cloudrunr-github-install",
+            Purpose::Login => "cloudrunr-github-login",
         }
     }
 }
@@ -186,7 +189,7 @@ impl Github {
 
     /// A page of this platform that sends the admin's browser through the manifest flow.
     pub fn connect_url(&self, admin: &UserId, org: Option<&str>) -> String {
-        let state = self.sign_state(Purpose::Manifest, admin, org);
+        let state = self.sign_state(Purpose::Manifest, admin.as_str(), org);
         format!("{}/github/connect?state={state}", self.inner.public_url)
     }
 
@@ -197,18 +200,27 @@ impl Github {
         let web = self.inner.settings.web_url.trim_end_matches('/');
         Ok(format!(
             "{web}/apps/{slug}/installations/new?state={}",
-            self.sign_state(Purpose::Install, user, None)
+            self.sign_state(Purpose::Install, user.as_str(), None)
         ))
     }
 
-    /// Where a user authorizes the App, so that the installations they administer get linked.
+    /// Where a user authorizes the App, so that their GitHub account and the installations
+    /// they can reach get linked to them.
     pub fn authorize_url(&self, user: &UserId) -> Result<String, ConnectionError> {
+        self.oauth_url(&self.sign_state(Purpose::Install, user.as_str(), None))
+    }
+
+    /// Where someone signs in with GitHub; `nonce` is also kept in their browser.
+    pub fn login_url(&self, nonce: &str) -> Result<String, ConnectionError> {
+        self.oauth_url(&self.sign_state(Purpose::Login, nonce, None))
+    }
+
+    fn oauth_url(&self, state: &str) -> Result<String, ConnectionError> {
         let app = self.require_app()?;
         let web = self.inner.settings.web_url.trim_end_matches('/');
         Ok(format!(
-            "{web}/login/oauth/authorize?client_id={}&state={}&redirect_uri={}",
+            "{web}/login/oauth/authorize?client_id={}&state={state}&redirect_uri={}",
             app.client_id(),
-            self.sign_state(Purpose::Install, user, None),
             encode_query(&self.callback_url()),
         ))
     }
@@ -217,9 +229,9 @@ impl Github {
         format!("{}/github/callback", self.inner.public_url)
     }
 
-    fn sign_state(&self, purpose: Purpose, user: &UserId, org: Option<&str>) -> String {
+    fn sign_state(&self, purpose: Purpose, subject: &str, org: Option<&str>) -> String {
         let claims = StateClaims {
-            sub: user.to_string(),
+            sub: subject.to_owned(),
             aud: purpose.audience().into(),
             iss: "cloudrunr".into(),
             exp: Timestamp::now().millis() / 1000 + STATE_TTL_SECS,
@@ -232,12 +244,23 @@ impl Github {
     /// The user (and organization) a state was signed for, if it is genuine, unexpired and for
     /// `purpose`.
     pub fn verify_state(&self, purpose: Purpose, state: &str) -> Option<(UserId, Option<String>)> {
+        let claims = self.state_claims(purpose, state)?;
+        Some((UserId::parse(&claims.sub).ok()?, claims.org))
+    }
+
+    /// The nonce a sign-in state was made for, if it is genuine and unexpired.
+    pub fn verify_login_state(&self, state: &str) -> Option<String> {
+        self.state_claims(Purpose::Login, state).map(|c| c.sub)
+    }
+
+    fn state_claims(&self, purpose: Purpose, state: &str) -> Option<StateClaims> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_audience(&[purpose.audience()]);
         v.set_issuer(&["cloudrunr"]);
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        let data = jsonwebtoken::decode::<StateClaims>(state, &self.inner.state_decoding, &v).ok()?;
-        Some((UserId::parse(&data.claims.sub).ok()?, data.claims.org))
+        jsonwebtoken::decode::<StateClaims>(state, &self.inner.state_decoding, &v)
+            .ok()
+            .map(|d| d.claims)
     }
 }
 

@@ -29,7 +29,6 @@ pub fn router(deliveries: deliveries::Deliveries) -> Router {
         .route("/github/connect", get(pages::connect))
         .route("/github/app-created", get(pages::app_created))
         .route("/github/setup", get(pages::setup))
-        .route("/github/callback", get(pages::callback))
         .with_state(deliveries.github.clone());
     Router::new()
         .route(

@@ -3,8 +3,8 @@
 //! - `/github/connect` posts the App manifest to GitHub (for an admin, by signed state);
 //! - `/github/app-created` trades the manifest code for the new App's keys;
 //! - `/github/setup` follows an installation on to GitHub's authorization;
-//! - `/github/callback` trades the OAuth code for the user's GitHub identity and links the
-//!   installations that user administers to their CloudRunr account.
+//! - [`link_installations`] is what `/github/callback` (in the dashboard, which owns sessions)
+//!   does once GitHub says who the user is.
 
 use crate::app::{GithubError, convert_manifest};
 use crate::connection::{Github, Purpose, encode_query};
@@ -171,66 +171,23 @@ pub async fn setup(State(github): State<Github>, Query(q): Query<CodeQuery>) -> 
     }
 }
 
-/// GitHub's OAuth redirect: link every installation the user administers to their account.
-pub async fn callback(State(github): State<Github>, Query(q): Query<CodeQuery>) -> Response {
-    let Some((user, _)) = q
-        .state
-        .as_deref()
-        .and_then(|s| github.verify_state(Purpose::Install, s))
-    else {
-        return failure(
-            StatusCode::FORBIDDEN,
-            "Link expired",
-            "Start linking GitHub again from CloudRunr.",
-        );
-    };
-    let Some(code) = q.code.as_deref() else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            "Not authorized",
-            "GitHub did not authorize the App.",
-        );
-    };
-    let Some(app) = github.app() else {
-        return failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "GitHub is not connected",
-            "Ask an administrator.",
-        );
-    };
-    match link_installations(&github, &app, &user, code).await {
-        Ok(linked) if linked.is_empty() => page(
-            StatusCode::OK,
-            "Nothing to link",
-            "<p>Your GitHub account administers no installation of this App yet. Install it first.</p>",
-        ),
-        Ok(linked) => {
-            let items: String = linked.iter().map(|l| format!("<li>{}</li>", escape(l))).collect();
-            page(
-                StatusCode::OK,
-                "GitHub linked",
-                &format!("<p>Linked to your account:</p><ul>{items}</ul>"),
-            )
-        }
-        Err(e) => failure(StatusCode::BAD_GATEWAY, "GitHub refused", &e.to_string()),
-    }
-}
-
-async fn link_installations(
+/// Links to `user` the installations of the App that the GitHub account behind `token`
+/// (`login`) can reach: a personal account's only to its owner, an organization's to the first
+/// member who links it. Returns a line per installation, for the page that says so.
+pub async fn link_installations(
     github: &Github,
     app: &crate::app::GithubApp,
     user: &platform::UserId,
-    code: &str,
+    token: &platform::settings::Secret,
+    login: &str,
 ) -> Result<Vec<String>, GithubError> {
-    let token = app.exchange_code(code, &github.callback_url()).await?;
-    let login = app.user_login(&token).await?;
-    let installations = app.user_installations(&token).await?;
+    let installations = app.user_installations(token).await?;
     let db = github.db();
     let mut linked = Vec::new();
     for i in installations {
         // A personal account's installation is its owner's alone; an organization's goes to the
         // first of its members who links it.
-        if i.account_type == "User" && !i.account_login.eq_ignore_ascii_case(&login) {
+        if i.account_type == "User" && !i.account_login.eq_ignore_ascii_case(login) {
             continue;
         }
         let stored = async {

@@ -124,7 +124,22 @@ impl Browser {
     /// Opens `url` and waits for its load event (at most 60 s).
     pub async fn goto(&self, url: &str) {
         let r = self.cmd(Method::POST, "url", Some(json!({ "url": url }))).await;
-        self.check(format_args!("goto {url}"), r).await;
+        self.check(&format!("goto {url}"), r).await;
+        // A page that could not be loaded at all (DNS, refused connection, …) may still "navigate",
+        // to Chromium's error page. (Empty-bodied HTTP errors show one too, "HTTP ERROR 404": left
+        // for the test to look at.)
+        let script = "if (!location.href.startsWith('chrome-error:')) return null; \
+                      const code = document.querySelector('.error-code'); \
+                      const text = code ? code.textContent : document.body.innerText; \
+                      return text.trim().startsWith('HTTP ERROR') ? null : text;";
+        let error = self.read(&format!("goto {url}"), script, &[]).await;
+        if let Some(error) = error.as_str() {
+            self.fail(format!(
+                "goto {url}: Chromium could not load it: {}",
+                excerpt(error.trim(), 300)
+            ))
+            .await
+        }
     }
 
     pub async fn current_url(&self) -> String {
@@ -135,150 +150,80 @@ impl Browser {
 
     /// Clears the input/textarea matching `css`, then types `text` into it.
     pub async fn fill(&self, css: &str, text: &str) {
-        self.on_element("fill", css, async |id: &str| {
-            self.cmd(Method::POST, &format!("element/{id}/clear"), None).await?;
-            self.cmd(
-                Method::POST,
-                &format!("element/{id}/value"),
-                Some(json!({ "text": text })),
-            )
-            .await?;
-            Ok(())
-        })
-        .await
+        self.on_element(css, Action::Fill(text)).await
     }
 
     /// Chooses the `<option value="…">` of the `<select>` matching `css` (by clicking it).
     pub async fn select(&self, css: &str, value: &str) {
-        let option = format!("option[value=\"{}\"]", css_string(value));
-        self.on_element("select", css, async |id: &str| {
-            let found = self
-                .cmd(
-                    Method::POST,
-                    &format!("element/{id}/element"),
-                    Some(json!({ "using": "css selector", "value": option })),
-                )
-                .await?;
-            let option_id = element_id(&found)?;
-            self.cmd(Method::POST, &format!("element/{option_id}/click"), None)
-                .await?;
-            let now = self
-                .cmd(Method::GET, &format!("element/{id}/property/value"), None)
-                .await?;
-            if now.as_str() == Some(value) {
-                Ok(())
-            } else {
-                Err(WdError::new(
-                    "select failed",
-                    format!("the select's value is {now} after choosing {value:?}"),
-                ))
-            }
-        })
-        .await
+        self.on_element(css, Action::Select(value)).await
     }
 
     pub async fn click(&self, css: &str) {
-        self.on_element("click", css, async |id: &str| {
-            self.cmd(Method::POST, &format!("element/{id}/click"), None).await?;
-            Ok(())
-        })
-        .await
+        self.on_element(css, Action::Click).await
     }
 
     /// Clicks the submit button of the form matching `form_css` (`button[type=submit]`,
     /// `input[type=submit]`, `input[type=image]` or a `button` without a type).
     pub async fn submit(&self, form_css: &str) {
-        self.on_element("submit (click the form's submit button)", form_css, async |id: &str| {
-            let found = self
-                .cmd(
-                    Method::POST,
-                    &format!("element/{id}/element"),
-                    Some(json!({ "using": "css selector", "value": SUBMIT_BUTTON })),
-                )
-                .await?;
-            let button = element_id(&found)?;
-            self.cmd(Method::POST, &format!("element/{button}/click"), None).await?;
-            Ok(())
-        })
-        .await
+        self.on_element(form_css, Action::Submit).await
     }
 
     /// The `textContent` of the first match, trimmed; waits (bounded) for a match to exist.
     pub async fn text(&self, css: &str) -> String {
         let script = "const e = document.querySelector(arguments[0]); return e === null ? null : e.textContent;";
-        let mut last = None;
-        let found = self
-            .poll(&format!("an element matching `{css}`"), async || {
-                match self.script(script, vec![json!(css)]).await? {
-                    Value::String(s) => {
-                        last = Some(s);
-                        Ok(true)
-                    }
-                    _ => Ok(false),
-                }
-            })
-            .await;
-        debug_assert!(found);
-        last.unwrap_or_default().trim().to_owned()
+        self.poll_script(&format!("an element matching `{css}`"), script, &[css], |v| {
+            v.as_str().map(|s| s.trim().to_owned())
+        })
+        .await
     }
 
     /// The trimmed `textContent` of every match, in document order; does not wait.
     pub async fn texts(&self, css: &str) -> Vec<String> {
         let script = "return Array.from(document.querySelectorAll(arguments[0]), e => e.textContent);";
-        let v = self.read(format_args!("texts `{css}`"), script, vec![json!(css)]).await;
+        let v = self.read(&format!("texts `{css}`"), script, &[css]).await;
         strings(&v).into_iter().map(|s| s.trim().to_owned()).collect()
     }
 
     /// The attribute `name` of the first match (`None` if it has no such attribute); waits
     /// (bounded) for a match to exist.
     pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
-        self.wait_for(css).await;
         let script = "const e = document.querySelector(arguments[0]); \
-                      return e === null ? [] : [e.getAttribute(arguments[1])];";
-        let v = self
-            .read(
-                format_args!("attr `{css}` {name}"),
-                script,
-                vec![json!(css), json!(name)],
-            )
-            .await;
-        v.get(0).and_then(Value::as_str).map(str::to_owned)
+                      return e === null ? null : [e.getAttribute(arguments[1])];";
+        self.poll_script(&format!("an element matching `{css}`"), script, &[css, name], |v| {
+            v.as_array()
+                .map(|a| a.first().and_then(Value::as_str).map(str::to_owned))
+        })
+        .await
     }
 
     /// Whether something matches `css` right now; does not wait.
     pub async fn exists(&self, css: &str) -> bool {
         let script = "return document.querySelector(arguments[0]) !== null;";
-        let v = self
-            .read(format_args!("exists `{css}`"), script, vec![json!(css)])
-            .await;
+        let v = self.read(&format!("exists `{css}`"), script, &[css]).await;
         v.as_bool() == Some(true)
     }
 
     /// Waits (bounded) until something matches `css`.
     pub async fn wait_for(&self, css: &str) {
         let script = "return document.querySelector(arguments[0]) !== null;";
-        self.poll(&format!("an element matching `{css}`"), async || {
-            Ok(self.script(script, vec![json!(css)]).await?.as_bool() == Some(true))
+        self.poll_script(&format!("an element matching `{css}`"), script, &[css], |v| {
+            (v.as_bool() == Some(true)).then_some(())
         })
-        .await;
+        .await
     }
 
     /// Waits (bounded) until the `textContent` of some match of `css` contains `needle`.
     pub async fn wait_for_text(&self, css: &str, needle: &str) {
         let script = "return Array.from(document.querySelectorAll(arguments[0]), e => e.textContent);";
-        let mut seen = Vec::new();
         let found = self
-            .poll_quietly(async || {
-                seen = strings(&self.script(script, vec![json!(css)]).await?);
-                Ok(seen.iter().any(|t| t.contains(needle)))
+            .poll_script_quietly(script, &[css], |v| {
+                strings(v).iter().any(|t| t.contains(needle)).then_some(())
             })
             .await;
-        if let Err(e) = found {
-            let shown: Vec<String> = seen.iter().map(|t| excerpt(t.trim(), 200)).collect();
+        if let Err((e, last)) = found {
+            let shown: Vec<String> = strings(&last).iter().map(|t| excerpt(t.trim(), 200)).collect();
             self.fail(format!(
-                "timed out after {WAIT:?} waiting for an element matching `{css}` to contain {needle:?}; \
-                 the matches' texts were {shown:?}{}",
-                e.map(|e| format!("; last error: {e}")).unwrap_or_default()
+                "{e} waiting for an element matching `{css}` to contain {needle:?}; the matches' texts were {shown:?}"
             ))
             .await
         }
@@ -303,7 +248,7 @@ impl Browser {
     /// promise is awaited) and returns its value.
     pub async fn eval(&self, js: &str) -> Value {
         let r = self.script(js, Vec::new()).await;
-        self.check(format_args!("eval {:?}", excerpt(js, 200)), r).await
+        self.check(&format!("eval {:?}", excerpt(js, 200)), r).await
     }
 
     /// Saves a PNG screenshot of the viewport to `path`, creating its parent directories.
@@ -373,32 +318,32 @@ impl Browser {
     }
 
     /// A one-shot read script, retried briefly if a navigation is in progress.
-    async fn read(&self, what: fmt::Arguments<'_>, js: &str, args: Vec<Value>) -> Value {
+    async fn read(&self, what: &str, js: &str, args: &[&str]) -> Value {
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.script(js, args.clone()).await {
+            match self.script(js, args_json(args)).await {
                 Err(e) if tries < 20 && e.transient_script_error() => tokio::time::sleep(POLL).await,
                 r => return self.check(what, r).await,
             }
         }
     }
 
-    /// Finds the first element matching `css` and runs `op` on it, retrying both (bounded) while
-    /// the element is missing, stale, covered or not interactable yet.
-    async fn on_element<T>(&self, action: &str, css: &str, op: impl AsyncFn(&str) -> Result<T, WdError>) -> T {
+    /// Finds the first element matching `css` and does `action` on it, retrying both (bounded)
+    /// while the element is missing, stale, covered or not interactable yet.
+    async fn on_element(&self, css: &str, action: Action<'_>) {
         let deadline = Instant::now() + WAIT;
         loop {
             let find = Some(json!({ "using": "css selector", "value": css }));
             let result = match self.cmd(Method::POST, "element", find).await {
                 Ok(found) => match element_id(&found) {
-                    Ok(id) => op(&id).await,
+                    Ok(id) => self.act(&id, action).await,
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
             };
             match result {
-                Ok(v) => return v,
+                Ok(()) => return,
                 Err(e) if e.retryable() && Instant::now() < deadline => tokio::time::sleep(POLL).await,
                 Err(e) => {
                     let waited = if e.retryable() {
@@ -406,45 +351,87 @@ impl Browser {
                     } else {
                         String::new()
                     };
-                    self.fail(format!("{action} `{css}` failed{waited}: {e}")).await
+                    self.fail(format!("{} `{css}` failed{waited}: {e}", action.name()))
+                        .await
                 }
             }
         }
     }
 
-    /// Polls `f` until it returns true; panics (naming `what`) when [`WAIT`] is over or `f` fails
-    /// with an error that waiting cannot fix.
-    async fn poll(&self, what: &str, f: impl AsyncFnMut() -> Result<bool, WdError>) -> bool {
-        match self.poll_quietly(f).await {
-            Ok(()) => true,
-            Err(e) => {
-                let last = e.map(|e| format!("; last error: {e}")).unwrap_or_default();
-                self.fail(format!("timed out after {WAIT:?} waiting for {what}{last}"))
-                    .await
+    async fn act(&self, id: &str, action: Action<'_>) -> Result<(), WdError> {
+        match action {
+            Action::Fill(text) => {
+                self.cmd(Method::POST, &format!("element/{id}/clear"), None).await?;
+                let keys = Some(json!({ "text": text }));
+                self.cmd(Method::POST, &format!("element/{id}/value"), keys).await?;
             }
+            Action::Select(value) => {
+                let option = format!("option[value=\"{}\"]", css_string(value));
+                let find = Some(json!({ "using": "css selector", "value": option }));
+                let found = self.cmd(Method::POST, &format!("element/{id}/element"), find).await?;
+                let option = element_id(&found)?;
+                self.cmd(Method::POST, &format!("element/{option}/click"), None).await?;
+                let now = self
+                    .cmd(Method::GET, &format!("element/{id}/property/value"), None)
+                    .await?;
+                if now.as_str() != Some(value) {
+                    let message = format!("the select's value is {now} after choosing {value:?}");
+                    return Err(WdError::new("select failed", message));
+                }
+            }
+            Action::Click => {
+                self.cmd(Method::POST, &format!("element/{id}/click"), None).await?;
+            }
+            Action::Submit => {
+                let find = Some(json!({ "using": "css selector", "value": SUBMIT_BUTTON }));
+                let found = self.cmd(Method::POST, &format!("element/{id}/element"), find).await?;
+                let button = element_id(&found)?;
+                self.cmd(Method::POST, &format!("element/{button}/click"), None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `js` until `accept` takes its value; panics (naming `what`) when [`WAIT`] is over or
+    /// the script fails with an error that waiting cannot fix.
+    async fn poll_script<T>(&self, what: &str, js: &str, args: &[&str], accept: impl Fn(&Value) -> Option<T>) -> T {
+        match self.poll_script_quietly(js, args, accept).await {
+            Ok(v) => v,
+            Err((e, _)) => self.fail(format!("{e} waiting for {what}")).await,
         }
     }
 
-    /// Polls `f` until it returns true. `Err(Some(e))` for an error waiting cannot fix (returned
-    /// at once) or the last transient error at the deadline; `Err(None)` when it stayed false.
-    async fn poll_quietly(&self, mut f: impl AsyncFnMut() -> Result<bool, WdError>) -> Result<(), Option<WdError>> {
+    /// Runs `js` (every [`POLL`], at most [`WAIT`]) until `accept` takes its value, retrying the
+    /// script errors a navigation causes. On failure, also returns the last value the script gave.
+    async fn poll_script_quietly<T>(
+        &self,
+        js: &str,
+        args: &[&str],
+        accept: impl Fn(&Value) -> Option<T>,
+    ) -> Result<T, (PollError, Value)> {
         let deadline = Instant::now() + WAIT;
+        let mut last_value = Value::Null;
         loop {
-            let last = match f().await {
-                Ok(true) => return Ok(()),
-                Ok(false) => None,
+            let last_error = match self.script(js, args_json(args)).await {
+                Ok(v) => match accept(&v) {
+                    Some(t) => return Ok(t),
+                    None => {
+                        last_value = v;
+                        None
+                    }
+                },
                 Err(e) if e.transient_script_error() => Some(e),
-                Err(e) => return Err(Some(e)),
+                Err(e) => return Err((PollError::Failed(e), last_value)),
             };
             if Instant::now() >= deadline {
-                return Err(last);
+                return Err((PollError::TimedOut(last_error), last_value));
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
     /// Unwraps `r`, or panics with `what`, the error and diagnostics.
-    async fn check<T>(&self, what: impl fmt::Display, r: Result<T, WdError>) -> T {
+    async fn check<T>(&self, what: &str, r: Result<T, WdError>) -> T {
         match r {
             Ok(v) => v,
             Err(e) => self.fail(format!("{what} failed: {e}")).await,
@@ -739,8 +726,47 @@ impl WdError {
 impl fmt::Display for WdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // chromedriver's messages end in a long "Stacktrace:" section of native frames.
-        let message = self.message.split("\nStacktrace:").next().unwrap_or_default();
-        write!(f, "{}: {}", self.error, message.trim())
+        let message = self.message.split("\nStacktrace:").next().unwrap_or_default().trim();
+        let message = message.strip_prefix(&format!("{}: ", self.error)).unwrap_or(message);
+        write!(f, "{}: {message}", self.error)
+    }
+}
+
+/// What `on_element` does to the element it found.
+#[derive(Clone, Copy)]
+enum Action<'a> {
+    Fill(&'a str),
+    Select(&'a str),
+    Click,
+    Submit,
+}
+
+impl Action<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Fill(_) => "fill",
+            Action::Select(_) => "select",
+            Action::Click => "click",
+            Action::Submit => "submit (click the form's submit button)",
+        }
+    }
+}
+
+/// Why a poll ended without success.
+enum PollError {
+    /// An error waiting cannot fix (an invalid selector, a script error, a closed session).
+    Failed(WdError),
+    /// [`WAIT`] is over; with the last (transient) error, if the last try failed.
+    TimedOut(Option<WdError>),
+}
+
+impl fmt::Display for PollError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PollError::Failed(e) => write!(f, "failed ({e})"),
+            PollError::TimedOut(None) => write!(f, "timed out after {WAIT:?}"),
+            PollError::TimedOut(Some(e)) => write!(f, "timed out after {WAIT:?} (last error: {e})"),
+        }
     }
 }
 
@@ -748,6 +774,10 @@ fn tool(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
+fn args_json(args: &[&str]) -> Vec<Value> {
+    args.iter().map(|a| json!(a)).collect()
 }
 
 fn element_id(found: &Value) -> Result<String, WdError> {

@@ -130,21 +130,46 @@ impl Database {
 
     /// The user with this (normalized) email and their password hash.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>> {
-        let row =
-            sqlx::query("SELECT id, name, email, is_admin, created_at, password_hash FROM users WHERE email = $1")
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT id, name, email, is_admin, github_login, created_at, password_hash FROM users WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
             .transpose()
     }
 
     pub async fn user(&self, id: &UserId) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT id, name, email, is_admin, created_at FROM users WHERE id = $1")
+        let row = sqlx::query("SELECT id, name, email, is_admin, github_login, created_at FROM users WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    /// Links a GitHub account to the user (for "Sign in with GitHub"). Fails with a conflict
+    /// when that GitHub account is linked to another user.
+    pub async fn link_github_account(&self, user: &UserId, github_id: u64, login: &str) -> Result<()> {
+        sqlx::query("UPDATE users SET github_user_id = $2, github_login = $3 WHERE id = $1")
+            .bind(user.as_str())
+            .bind(i64::try_from(github_id).unwrap_or(i64::MAX))
+            .bind(login)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "github account"))?;
+        Ok(())
+    }
+
+    pub async fn user_by_github_id(&self, github_id: u64) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT id FROM users WHERE github_user_id = $1")
+            .bind(i64::try_from(github_id).unwrap_or(i64::MAX))
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => self.user(&parse_id(r.try_get("id")?, UserId::parse)?).await,
+            None => Ok(None),
+        }
     }
 
     pub async fn create_token(&self, user: &UserId, name: &str, token_hash: &str) -> Result<TokenRecord> {
@@ -407,8 +432,10 @@ impl Database {
             .await?;
         let mut routes: Vec<Route> = rows.iter().map(route_from_row).collect::<Result<_>>()?;
         let mut previews = self.previews(None).await?;
+        let mut ready = self.ready_deployments(None).await?;
         for route in &mut routes {
             route.previews = previews.remove(&route.project_id).unwrap_or_default();
+            route.ready = ready.remove(&route.project_id).unwrap_or_default();
         }
         Ok(routes)
     }
@@ -422,7 +449,32 @@ impl Database {
             return Ok(None);
         };
         route.previews = self.previews(Some(project)).await?.remove(project).unwrap_or_default();
+        route.ready = self
+            .ready_deployments(Some(project))
+            .await?
+            .remove(project)
+            .unwrap_or_default();
         Ok(Some(route))
+    }
+
+    /// Ready deployments, per project.
+    async fn ready_deployments(&self, project: Option<&ProjectId>) -> Result<HashMap<ProjectId, Vec<DeploymentId>>> {
+        let sql = if project.is_some() {
+            "SELECT project_id, id FROM deployments WHERE state = 'ready' AND project_id = $1"
+        } else {
+            "SELECT project_id, id FROM deployments WHERE state = 'ready'"
+        };
+        let mut query = sqlx::query(sql);
+        if let Some(p) = project {
+            query = query.bind(p.as_str());
+        }
+        let mut out: HashMap<ProjectId, Vec<DeploymentId>> = HashMap::new();
+        for r in query.fetch_all(&self.pool).await? {
+            out.entry(parse_id(r.try_get("project_id")?, ProjectId::parse)?)
+                .or_default()
+                .push(parse_id(r.try_get("id")?, DeploymentId::parse)?);
+        }
+        Ok(out)
     }
 
     /// The newest ready preview deployment per branch, per project.
@@ -816,6 +868,8 @@ pub struct Route {
     pub production: Option<DeploymentId>,
     /// Per branch, the preview deployment served at `<branch>--<slug>`.
     pub previews: Vec<(BranchName, DeploymentId)>,
+    /// Every ready deployment, each served at its own `<short id>--<slug>`.
+    pub ready: Vec<DeploymentId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -894,6 +948,7 @@ fn user_from_row(r: &AnyRow) -> Result<User> {
         name: r.try_get("name")?,
         email: r.try_get("email")?,
         is_admin: r.try_get::<i64, _>("is_admin")? != 0,
+        github_login: r.try_get("github_login")?,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
     })
 }
@@ -907,6 +962,7 @@ fn route_from_row(r: &AnyRow) -> Result<Route> {
             .map(|d| parse_id(d, DeploymentId::parse))
             .transpose()?,
         previews: Vec::new(),
+        ready: Vec::new(),
     })
 }
 

@@ -466,3 +466,19 @@ async fn check_run_updates_follow_the_deployment_in_order() {
         assert_eq!(db.pending_check_updates().await.unwrap(), 0);
     }
 }
+
+#[tokio::test]
+async fn github_accounts_link_to_one_user() {
+    for (_dir, db) in databases().await {
+        let ann = user(&db, "ann@example.com").await;
+        let bob = user(&db, "bob@example.com").await;
+        db.link_github_account(&ann.id, 42, "ann-gh").await.unwrap();
+        assert!(matches!(
+            db.link_github_account(&bob.id, 42, "ann-gh").await,
+            Err(DbError::Conflict(_))
+        ));
+        let found = db.user_by_github_id(42).await.unwrap().unwrap();
+        assert_eq!((found.id, found.github_login.as_deref()), (ann.id, Some("ann-gh")));
+        assert_eq!(db.user_by_github_id(43).await.unwrap(), None);
+    }
+}
