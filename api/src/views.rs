@@ -109,6 +109,9 @@ pub struct DeploymentView<'a> {
     /// Where the deployment is served: the project's site for production deployments, the
     /// branch's preview host (`<branch>--<project>`) for previews.
     url: Option<String>,
+    /// This deployment's own URL (`<short id>--<project>`), serving exactly it for as long as it
+    /// exists (once ready).
+    deployment_url: Option<String>,
     created_at: Timestamp,
     started_at: Option<Timestamp>,
     finished_at: Option<Timestamp>,
@@ -135,6 +138,7 @@ impl<'a> DeploymentView<'a> {
             trigger: d.trigger.as_str(),
             framework: d.framework.map(|f| f.as_str()),
             url: sites.deployment_url(d),
+            deployment_url: sites.immutable_url(d),
             created_at: d.created_at,
             started_at: d.started_at,
             finished_at: d.finished_at,

@@ -219,6 +219,15 @@ async fn redeploys_store_only_what_changed_and_promote_rolls_back() {
         .collect();
     assert_eq!(ids, [d2.as_str(), d1.as_str()], "newest first");
 
+    // Each deployment keeps its own URL, whatever production does.
+    let first = p.deployment(&token, &d1).await;
+    let own = first["deployment_url"].as_str().unwrap().to_owned();
+    let label = format!("{}--site", &d1[..9]);
+    assert_eq!(own, format!("http://{label}.localhost:{}/", p.port));
+    let old = p.site(&label, "/about.txt", &[]).await;
+    assert_eq!(old.headers()["x-robots-tag"], "noindex");
+    assert_eq!(old.text().await.unwrap(), "about: version 1\n");
+
     // Roll back: the old files are served as soon as promote answers.
     let (status, promoted) = p
         .post(&format!("/api/deployments/{d1}/promote"), &token, json!({}))

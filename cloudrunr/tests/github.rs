@@ -678,3 +678,65 @@ async fn an_admin_connects_the_app_through_the_manifest_flow() {
     );
     gh.assert_no_violations();
 }
+
+#[tokio::test]
+async fn sign_in_with_github_once_the_account_is_linked() {
+    // World::new linked Ann's GitHub account ("octo") while linking the installation.
+    let w = World::new(false).await;
+    let mut c = support::Client::new(&w.p);
+    let (status, _) = c.get("/login/github").await;
+    assert_eq!(status, reqwest::StatusCode::SEE_OTHER);
+    let resp = c.http.get(format!("{}/login/github", w.p.base)).send().await.unwrap();
+    c.keep(resp.headers());
+    let to = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        to.starts_with(&format!("{}/login/oauth/authorize?client_id=", w.gh.url())),
+        "{to}"
+    );
+    let state = to.split("state=").nth(1).unwrap().split('&').next().unwrap().to_owned();
+
+    // GitHub sends the browser back; a browser without the nonce cookie gets nothing.
+    w.gh.authorize_user("login-code-1", "octo", &[INSTALLATION]);
+    let (status, page) = support::Client::new(&w.p)
+        .get(&format!("/github/callback?code=login-code-1&state={state}"))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{page}");
+    w.gh.authorize_user("login-code-2", "octo", &[INSTALLATION]);
+    let resp = c
+        .http
+        .get(format!("{}/github/callback?code=login-code-2&state={state}", w.p.base))
+        .header("cookie", c.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::SEE_OTHER);
+    c.keep(resp.headers());
+    let (status, home) = c.get("/").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(home.contains("Log out Ann"), "signed in as Ann");
+    assert!(home.contains("github.com/octo/site"));
+    let (_, new) = c.get("/projects/new").await;
+    assert!(new.contains("value=\"octo/site\""), "the App's repositories are offered, by installation: {new}");
+
+    // A GitHub account nobody linked signs in to nothing.
+    let mut stranger = support::Client::new(&w.p);
+    let resp = stranger
+        .http
+        .get(format!("{}/login/github", w.p.base))
+        .send()
+        .await
+        .unwrap();
+    stranger.keep(resp.headers());
+    let to = resp.headers()["location"].to_str().unwrap().to_owned();
+    let state = to.split("state=").nth(1).unwrap().split('&').next().unwrap().to_owned();
+    w.gh.authorize_user("login-code-3", "someone-else", &[]);
+    let (status, page) = stranger
+        .get(&format!("/github/callback?code=login-code-3&state={state}"))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(
+        page.contains("No CloudRunr account is linked to GitHub user someone-else"),
+        "{page}"
+    );
+    assert!(!stranger.cookies.keys().any(|k| k.contains("session")), "not signed in");
+}
