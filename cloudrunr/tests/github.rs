@@ -716,7 +716,10 @@ async fn sign_in_with_github_once_the_account_is_linked() {
     assert!(home.contains("Log out Ann"), "signed in as Ann");
     assert!(home.contains("github.com/octo/site"));
     let (_, new) = c.get("/projects/new").await;
-    assert!(new.contains("value=\"octo/site\""), "the App's repositories are offered, by installation: {new}");
+    assert!(
+        new.contains("value=\"octo/site\""),
+        "the App's repositories are offered, by installation: {new}"
+    );
 
     // A GitHub account nobody linked signs in to nothing.
     let mut stranger = support::Client::new(&w.p);
