@@ -185,16 +185,15 @@ async fn forms_posted_from_elsewhere_are_refused() {
     let csrf = csrf_of(&project_page);
 
     // No token, a wrong one, or the right one from another origin: refused, and nothing deleted.
-    let forged: [(&[(&str, &str)], Option<&str>); 3] = [
+    let evil_origin = format!("http://evil.localhost:{}", p.port);
+    type Attempt<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+    let forged: [Attempt; 3] = [
         (&[("confirm", "victim")], None),
         (
             &[("confirm", "victim"), ("csrf", "00000000000000000000000000000000")],
             None,
         ),
-        (
-            &[("confirm", "victim"), ("csrf", &csrf)],
-            Some(&format!("http://evil.localhost:{}", p.port)),
-        ),
+        (&[("confirm", "victim"), ("csrf", &csrf)], Some(&evil_origin)),
     ];
     for (form, origin) in forged {
         let resp = c.post("/projects/victim/delete", form, origin).await;
@@ -249,7 +248,7 @@ async fn a_hostile_site_cannot_drive_the_dashboard() {
 
     let b = Browser::start().await;
     b.goto(&format!("{}/login", p.base)).await;
-    b.fill("#email", &"ann@example.com".to_string()).await;
+    b.fill("#email", "ann@example.com").await;
     b.fill("#password", "correct horse battery").await;
     b.submit("form.form").await;
     b.wait_for_text("main h1", "Projects").await;
