@@ -10,7 +10,7 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use platform::model::DeploymentState;
+use platform::model::{Deployment, DeploymentState};
 
 /// Lines rendered into the page (the live log and the download have them all).
 const PAGE_LINES: u32 = 5000;
@@ -134,6 +134,25 @@ pub(crate) async fn show(State(state): State<AppState>, session: Session, Path(i
     )
 }
 
+/// A form posted on one of the user's deployments: checked against forgery, and the deployment
+/// found (or the page to answer with instead).
+async fn deployment_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &Session,
+    id: &str,
+    form: &Form,
+) -> Result<(Option<Nav>, Deployment), Response> {
+    if !form_ok(state, headers, session, form) {
+        return Err(forbidden_form());
+    }
+    let nav = Nav::new(session, "projects");
+    match owned_deployment(state, &session.user, id).await {
+        Ok((d, _)) => Ok((nav, d)),
+        Err(e) => Err(api_error_page(nav, e)),
+    }
+}
+
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -141,13 +160,9 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
     form: Form,
 ) -> Response {
-    if !form_ok(&state, &headers, &session, &form) {
-        return forbidden_form();
-    }
-    let nav = Nav::new(&session, "projects");
-    let (d, _) = match owned_deployment(&state, &session.user, &id).await {
+    let (nav, d) = match deployment_form(&state, &headers, &session, &id, &form).await {
         Ok(found) => found,
-        Err(e) => return api_error_page(nav, e),
+        Err(refused) => return refused,
     };
     match cancel_deployment(&state, d).await {
         Ok((_, d)) => see_other(&format!("/deployments/{}", d.id)),
@@ -162,13 +177,9 @@ pub(crate) async fn promote(
     Path(id): Path<String>,
     form: Form,
 ) -> Response {
-    if !form_ok(&state, &headers, &session, &form) {
-        return forbidden_form();
-    }
-    let nav = Nav::new(&session, "projects");
-    let (d, _) = match owned_deployment(&state, &session.user, &id).await {
+    let (nav, d) = match deployment_form(&state, &headers, &session, &id, &form).await {
         Ok(found) => found,
-        Err(e) => return api_error_page(nav, e),
+        Err(refused) => return refused,
     };
     match promote_deployment(&state, &d).await {
         Ok(()) => see_other(&format!("/projects/{}?done=promoted", d.project_slug)),

@@ -2,7 +2,7 @@
 
 use super::session::Session;
 use super::text::{duration, state_label, when};
-use super::{Flash, Form, Nav, api_error_page, forbidden_form, form_ok, not_found_page, render, see_other};
+use super::{Flash, Form, Nav, api_error_page, forbidden_form, form_ok, render, see_other};
 use crate::AppState;
 use crate::deployments::{CreateDeployment, create_deployment};
 use crate::projects::{
@@ -493,6 +493,25 @@ pub(crate) async fn show(
     )
 }
 
+/// A form posted on one of the user's projects: checked against forgery, and the project found
+/// (or the page to answer with instead).
+async fn project_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &Session,
+    slug: &str,
+    form: &Form,
+) -> Result<(Option<Nav>, Project), Response> {
+    if !form_ok(state, headers, session, form) {
+        return Err(forbidden_form());
+    }
+    let nav = Nav::new(session, "projects");
+    match owned(state, &session.user, slug).await {
+        Ok(p) => Ok((nav, p)),
+        Err(e) => Err(api_error_page(nav, e)),
+    }
+}
+
 pub(crate) async fn deploy(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -500,13 +519,9 @@ pub(crate) async fn deploy(
     Path(slug): Path<String>,
     form: Form,
 ) -> Response {
-    if !form_ok(&state, &headers, &session, &form) {
-        return forbidden_form();
-    }
-    let nav = Nav::new(&session, "projects");
-    let project = match owned(&state, &session.user, &slug).await {
-        Ok(p) => p,
-        Err(e) => return api_error_page(nav, e),
+    let (nav, project) = match project_form(&state, &headers, &session, &slug, &form).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
     };
     let req = CreateDeployment {
         branch: form.text("branch"),
@@ -525,13 +540,9 @@ pub(crate) async fn settings(
     Path(slug): Path<String>,
     form: Form,
 ) -> Response {
-    if !form_ok(&state, &headers, &session, &form) {
-        return forbidden_form();
-    }
-    let nav = Nav::new(&session, "projects");
-    let project = match owned(&state, &session.user, &slug).await {
-        Ok(p) => p,
-        Err(e) => return api_error_page(nav, e),
+    let (nav, project) = match project_form(&state, &headers, &session, &slug, &form).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
     };
     // An empty build field means "detect it" (null).
     let optional = |name: &str| Some(form.text(name));
@@ -559,13 +570,9 @@ pub(crate) async fn delete(
     Path(slug): Path<String>,
     form: Form,
 ) -> Response {
-    if !form_ok(&state, &headers, &session, &form) {
-        return forbidden_form();
-    }
-    let nav = Nav::new(&session, "projects");
-    let project = match owned(&state, &session.user, &slug).await {
-        Ok(p) => p,
-        Err(_) => return not_found_page(nav),
+    let (nav, project) = match project_form(&state, &headers, &session, &slug, &form).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
     };
     if form.get("confirm") != Some(project.slug.as_str()) {
         return super::error_page(
