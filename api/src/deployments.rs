@@ -149,7 +149,12 @@ pub async fn cancel_deployment(state: &AppState, d: Deployment) -> ApiResult<(bo
     let canceled_now = state.db.cancel_queued(&d.id).await?;
     if !canceled_now {
         state.db.request_cancel(&d.id).await?;
-        state.executor.cancel(&d.id).await.map_err(ApiError::internal)?;
+        let execution = state.db.execution(&d.id).await?;
+        state
+            .executor
+            .cancel(&d.id, execution.as_ref())
+            .await
+            .map_err(ApiError::internal)?;
     }
     let d = state
         .db

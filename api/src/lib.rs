@@ -11,6 +11,7 @@ mod deployments;
 mod error;
 mod extract;
 mod github;
+mod internal;
 mod logs;
 mod projects;
 pub mod ratelimit;
@@ -54,6 +55,8 @@ pub struct Services {
     pub build_timeout: Duration,
     pub max_concurrent_builds: usize,
     pub login_limiter: ratelimit::LoginLimiter,
+    /// Per-deployment credentials of builds that run away from the platform.
+    pub build_tokens: platform::build_token::BuildTokens,
 }
 
 impl std::ops::Deref for AppState {
@@ -114,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     Router::new()
         .nest("/api", api)
+        .merge(internal::routes(state.clone()))
         .merge(dashboard::routes(state))
         .fallback(dashboard::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))

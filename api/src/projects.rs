@@ -564,7 +564,8 @@ pub async fn delete_project(state: &AppState, project: Project) -> ApiResult<()>
     // shared with other deployments and are kept.
     let deployments = state.db.list_deployments(&project.id, u32::MAX).await?;
     for d in deployments.iter().filter(|d| !d.state.is_terminal()) {
-        if let Err(e) = state.executor.cancel(&d.id).await {
+        let execution = state.db.execution(&d.id).await.ok().flatten();
+        if let Err(e) = state.executor.cancel(&d.id, execution.as_ref()).await {
             tracing::warn!(deployment = %d.id, "cannot cancel the build of a deleted project: {e}");
         }
     }

@@ -3,9 +3,10 @@
 
 use crate::AppState;
 use platform::GitUrl;
-use platform::bus::{Notice, Watched};
-use platform::executor::{BuildJob, EnvVars, GitToken};
+use platform::bus::{BuildEvent, EventBody, Notice, StateChange, Watched};
+use platform::executor::{BuildJob, BuildLifetime, EnvVars, ExecutionStatus, GitToken};
 use platform::model::Deployment;
+use platform::model::DeploymentState;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -16,10 +17,10 @@ const SWEEP: Duration = Duration::from_secs(2);
 /// Puts builds this process was running before a restart back in the queue, if the executor's
 /// builds did not survive the restart.
 pub async fn recover(state: &AppState) {
-    if state.executor.builds_outlive_process() {
+    let BuildLifetime::Process { owner } = state.executor.lifetime() else {
         return;
-    }
-    match state.db.requeue_dispatched().await {
+    };
+    match state.db.requeue_dispatched(owner.as_deref()).await {
         Ok(ids) if !ids.is_empty() => tracing::info!("requeued {} builds interrupted by a restart", ids.len()),
         Ok(_) => {}
         Err(e) => tracing::error!("cannot requeue interrupted builds: {e}"),
@@ -68,11 +69,15 @@ async fn github_source(
     }
 }
 
-/// Runs forever: dispatches whenever work may be available.
+/// Runs forever: dispatches whenever work may be available, and (for executors whose builds
+/// outlive this process) notices builds that stopped without reporting.
 pub async fn run(state: AppState) {
     let mut watch = state.bus.watch();
     loop {
         dispatch(&state).await;
+        if state.executor.lifetime() == BuildLifetime::Independent {
+            reconcile(&state).await;
+        }
         let wake = async {
             loop {
                 match watch.recv().await {
@@ -83,6 +88,40 @@ pub async fn run(state: AppState) {
             }
         };
         let _ = tokio::time::timeout(SWEEP, wake).await;
+    }
+}
+
+/// Fails deployments whose build stopped (or vanished) without saying how it ended, with the
+/// reason the executor gives. Reported on the bus like any state change, so followers see it.
+async fn reconcile(state: &AppState) {
+    let in_flight = match state.db.executions_in_flight().await {
+        Ok(list) => list,
+        Err(e) => return tracing::error!("scheduler cannot list running builds: {e}"),
+    };
+    for (id, execution) in in_flight {
+        match state.executor.status(&execution).await {
+            Ok(ExecutionStatus::Running) => {}
+            Ok(ExecutionStatus::Stopped { reason }) => {
+                // Stopped because it was asked to: that is the cancel the user is waiting for.
+                let asked = matches!(state.db.deployment(&id).await, Ok(Some(d)) if d.cancel_requested);
+                let change = if asked {
+                    StateChange::new(DeploymentState::Canceled)
+                } else {
+                    tracing::warn!(deployment = %id, "the build stopped without finishing: {reason}");
+                    let mut change = StateChange::new(DeploymentState::Failed);
+                    change.error = Some(format!("the build stopped without finishing: {reason}"));
+                    change
+                };
+                let event = BuildEvent {
+                    deployment_id: id.clone(),
+                    body: EventBody::State(change),
+                };
+                if let Err(e) = state.bus.publish(vec![event]).await {
+                    tracing::error!(deployment = %id, "cannot report the stopped build: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(deployment = %id, "cannot check on the build: {e}"),
+        }
     }
 }
 
@@ -107,7 +146,9 @@ async fn dispatch(state: &AppState) {
     }
 }
 
-async fn start(state: &AppState, d: &Deployment) -> Result<(), String> {
+/// Everything the build of `d` needs, from its project as it is now (with a fresh installation
+/// token for a GitHub repository). Remote builds ask for this through the internal API.
+pub async fn job_for(state: &AppState, d: &Deployment) -> Result<BuildJob, String> {
     let project = state
         .db
         .project(&d.project_id)
@@ -129,7 +170,7 @@ async fn start(state: &AppState, d: &Deployment) -> Result<(), String> {
         Some(link) => github_source(state, link, &project.git_url, &mut notes).await,
         None => (project.git_url.clone(), None),
     };
-    let job = BuildJob {
+    Ok(BuildJob {
         deployment_id: d.id.clone(),
         project_id: project.id,
         project_slug: project.slug,
@@ -143,13 +184,24 @@ async fn start(state: &AppState, d: &Deployment) -> Result<(), String> {
         env: EnvVars(env),
         timeout: state.build_timeout,
         first_seq,
-    };
-    state.executor.start(job).await.map_err(|e| e.to_string())?;
+    })
+}
+
+async fn start(state: &AppState, d: &Deployment) -> Result<(), String> {
+    let job = job_for(state, d).await?;
+    if let Some(execution) = state.executor.start(job).await.map_err(|e| e.to_string())? {
+        state
+            .db
+            .set_execution(&d.id, &execution)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     // A cancel that arrived between the claim and the start found nothing to stop.
     if let Ok(Some(now)) = state.db.deployment(&d.id).await
         && now.cancel_requested
     {
-        let _ = state.executor.cancel(&d.id).await;
+        let execution = state.db.execution(&d.id).await.ok().flatten();
+        let _ = state.executor.cancel(&d.id, execution.as_ref()).await;
     }
     Ok(())
 }

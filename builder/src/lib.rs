@@ -7,12 +7,15 @@
 //! worker.
 
 pub mod detect;
+pub mod ecs;
 pub mod git;
 pub mod inspect;
 mod local;
 mod logs;
 mod output;
 mod process;
+pub mod remote;
+pub mod remote_executor;
 mod run;
 pub mod sandbox;
 

@@ -6,7 +6,7 @@ use crate::sandbox::Sandbox;
 use async_trait::async_trait;
 use platform::artifacts::ArtifactStore;
 use platform::bus::{BuildEvent, EventBody, LogBus, StateChange};
-use platform::executor::{BuildJob, Executor, ExecutorError};
+use platform::executor::{BuildJob, BuildLifetime, Execution, ExecutionStatus, Executor, ExecutorError};
 use platform::model::DeploymentState;
 use platform::settings::BuildLimits;
 use platform::{DeploymentId, GitHostPolicy};
@@ -64,7 +64,7 @@ impl LocalExecutor {
 
 #[async_trait]
 impl Executor for LocalExecutor {
-    async fn start(&self, job: BuildJob) -> Result<(), ExecutorError> {
+    async fn start(&self, job: BuildJob) -> Result<Option<Execution>, ExecutorError> {
         let token = CancellationToken::new();
         let id = job.deployment_id.clone();
         self.running
@@ -91,17 +91,22 @@ impl Executor for LocalExecutor {
             }
             running.lock().expect("executor lock").remove(&id);
         });
-        Ok(())
+        Ok(None)
     }
 
-    async fn cancel(&self, deployment: &DeploymentId) -> Result<(), ExecutorError> {
+    async fn cancel(&self, deployment: &DeploymentId, _: Option<&Execution>) -> Result<(), ExecutorError> {
         if let Some(token) = self.running.lock().expect("executor lock").get(deployment) {
             token.cancel();
         }
         Ok(())
     }
 
-    fn builds_outlive_process(&self) -> bool {
-        false
+    /// Builds in this process are never asked after: they cannot outlive it.
+    async fn status(&self, _: &Execution) -> Result<ExecutionStatus, ExecutorError> {
+        Ok(ExecutionStatus::Running)
+    }
+
+    fn lifetime(&self) -> BuildLifetime {
+        BuildLifetime::Process { owner: None }
     }
 }

@@ -3,15 +3,19 @@
 use anyhow::Context;
 use clap::Args;
 use platform::GitHostPolicy;
+use platform::artifacts::{ArtifactLocation, S3Options};
+use platform::bus::KafkaConfig;
 use platform::settings::{
-    BuildLimits, GithubAppCredentials, GithubSettings, SandboxMode, Secret, Settings, SitesSettings,
+    BuildLimits, EcsSettings, ExecutorSettings, GithubAppCredentials, GithubSettings, SandboxMode, Secret, Settings,
+    SitesSettings,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The configuration every component reads (each uses what it needs).
 #[derive(Args, Debug)]
-pub struct ServeArgs {
+pub struct Config {
     /// Where data lives: database, artifacts, build workspaces.
     #[arg(long, env = "CLOUDRUNR_DATA_DIR", default_value = "./.cloudrunr")]
     pub data_dir: PathBuf,
@@ -84,6 +88,149 @@ pub struct ServeArgs {
     /// with code you do not trust.
     #[arg(long, env = "CLOUDRUNR_UNSAFE_NO_SANDBOX", value_parser = clap::builder::BoolishValueParser::new())]
     pub unsafe_no_sandbox: bool,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+}
+
+/// Which engine backs each interface, and how to reach it.
+#[derive(Args, Debug)]
+pub struct BackendArgs {
+    /// Where artifacts live: file:///dir or s3://bucket/prefix; defaults to <data dir>/artifacts.
+    #[arg(long, env = "CLOUDRUNR_ARTIFACT_STORE")]
+    pub artifact_store: Option<String>,
+    /// Path-style S3 addressing (http://host/bucket/key), for S3-compatible servers.
+    #[arg(long, env = "CLOUDRUNR_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub s3_path_style: bool,
+    /// An S3 endpoint other than AWS's (AWS_ENDPOINT_URL works too).
+    #[arg(long, env = "CLOUDRUNR_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Kafka bootstrap servers (host:port,...); without them the log bus is in-process, and every
+    /// component must run in one process (`serve`).
+    #[arg(long, env = "CLOUDRUNR_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    #[arg(long, env = "CLOUDRUNR_KAFKA_EVENTS_TOPIC", default_value = KafkaConfig::DEFAULT_EVENTS_TOPIC)]
+    pub kafka_events_topic: String,
+    #[arg(long, env = "CLOUDRUNR_KAFKA_NOTICES_TOPIC", default_value = KafkaConfig::DEFAULT_NOTICES_TOPIC)]
+    pub kafka_notices_topic: String,
+    /// The log consumers' group.
+    #[arg(long, env = "CLOUDRUNR_KAFKA_CONSUMER_GROUP", default_value = KafkaConfig::DEFAULT_CONSUMER_GROUP)]
+    pub kafka_consumer_group: String,
+    /// Where builds run: local (sandboxed processes on this machine) or ecs.
+    #[arg(long, env = "CLOUDRUNR_EXECUTOR", default_value = "local", value_parser = ["local", "ecs"])]
+    pub executor: String,
+    #[arg(long, env = "CLOUDRUNR_ECS_CLUSTER", default_value = "default")]
+    pub ecs_cluster: String,
+    /// The task definition (family[:revision] or ARN) whose container runs `cloudrunr build`.
+    #[arg(long, env = "CLOUDRUNR_ECS_TASK_DEFINITION")]
+    pub ecs_task_definition: Option<String>,
+    #[arg(long, env = "CLOUDRUNR_ECS_CONTAINER", default_value = "build")]
+    pub ecs_container: String,
+    #[arg(long, env = "CLOUDRUNR_ECS_LAUNCH_TYPE", default_value = "FARGATE", value_parser = ["FARGATE", "EC2", "EXTERNAL"])]
+    pub ecs_launch_type: String,
+    /// Comma list of subnet ids (awsvpc networking).
+    #[arg(long, env = "CLOUDRUNR_ECS_SUBNETS", default_value = "")]
+    pub ecs_subnets: String,
+    /// Comma list of security group ids.
+    #[arg(long, env = "CLOUDRUNR_ECS_SECURITY_GROUPS", default_value = "")]
+    pub ecs_security_groups: String,
+    #[arg(long, env = "CLOUDRUNR_ECS_ASSIGN_PUBLIC_IP", value_parser = clap::builder::BoolishValueParser::new())]
+    pub ecs_assign_public_ip: bool,
+    /// Where builds reach the API (they fetch their job and report their events there);
+    /// defaults to the public URL.
+    #[arg(long, env = "CLOUDRUNR_API_URL")]
+    pub api_url: Option<String>,
+    /// How long build logs are kept on TimescaleDB, e.g. 30d; kept forever when not given.
+    #[arg(long, env = "CLOUDRUNR_LOG_RETENTION", value_parser = parse_duration)]
+    pub log_retention: Option<Duration>,
+    /// Bytes of site content the router keeps in memory.
+    #[arg(long, env = "CLOUDRUNR_ROUTER_CACHE_BYTES", default_value_t = 256 << 20)]
+    pub router_cache_bytes: u64,
+}
+
+fn comma_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The configuration of one build away from the platform (`cloudrunr build`), as the executor
+/// that started it set it: which deployment, with what token, and where things are.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Where the platform's API is.
+    #[arg(long, env = "CLOUDRUNR_API_URL")]
+    pub api_url: String,
+    #[arg(long, env = "CLOUDRUNR_DEPLOYMENT_ID")]
+    pub deployment_id: String,
+    /// This deployment's build token (it cannot be used for anything else).
+    #[arg(long, env = "CLOUDRUNR_BUILD_TOKEN", hide_env_values = true)]
+    pub build_token: String,
+    /// file:///dir or s3://bucket/prefix.
+    #[arg(long, env = "CLOUDRUNR_ARTIFACT_STORE")]
+    pub artifact_store: String,
+    #[arg(long, env = "CLOUDRUNR_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub s3_path_style: bool,
+    #[arg(long, env = "CLOUDRUNR_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Workspaces go under here (removed after the build); defaults to the temporary directory.
+    #[arg(long, env = "CLOUDRUNR_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Dependency caches kept between builds; defaults to a directory under the work directory.
+    #[arg(long, env = "CLOUDRUNR_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long, env = "CLOUDRUNR_BUILD_TIMEOUT", default_value = "15m", value_parser = parse_duration)]
+    pub build_timeout: Duration,
+    #[arg(long, env = "CLOUDRUNR_MAX_OUTPUT_FILES", default_value_t = 20_000)]
+    pub max_output_files: u64,
+    #[arg(long, env = "CLOUDRUNR_MAX_OUTPUT_BYTES", default_value_t = 1 << 30)]
+    pub max_output_bytes: u64,
+    #[arg(long, env = "CLOUDRUNR_BWRAP", default_value = "bwrap")]
+    pub bwrap: PathBuf,
+    #[arg(long, env = "CLOUDRUNR_UNSAFE_NO_SANDBOX", value_parser = clap::builder::BoolishValueParser::new())]
+    pub unsafe_no_sandbox: bool,
+    #[arg(long, env = "CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS", default_value = "")]
+    pub git_allow_http_hosts: String,
+}
+
+impl BuildArgs {
+    pub fn limits(&self) -> BuildLimits {
+        BuildLimits {
+            timeout: self.build_timeout,
+            sandbox: sandbox_mode(self.unsafe_no_sandbox, &self.bwrap),
+            max_concurrent: 1,
+            max_output_files: self.max_output_files,
+            max_output_bytes: self.max_output_bytes,
+        }
+    }
+}
+
+/// What a platform hands on to the builds it starts, so that they build under its own limits.
+pub fn build_env(settings: &Settings) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "CLOUDRUNR_MAX_OUTPUT_FILES".to_owned(),
+            settings.build.max_output_files.to_string(),
+        ),
+        (
+            "CLOUDRUNR_MAX_OUTPUT_BYTES".to_owned(),
+            settings.build.max_output_bytes.to_string(),
+        ),
+        ("CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS".to_owned(), settings.git.to_list()),
+    ];
+    if let Some(endpoint) = &settings.s3.endpoint {
+        env.push(("CLOUDRUNR_S3_ENDPOINT".to_owned(), endpoint.clone()));
+    }
+    env
+}
+
+fn sandbox_mode(unsafe_no_sandbox: bool, bwrap: &Path) -> SandboxMode {
+    if unsafe_no_sandbox {
+        SandboxMode::UnsafeNone
+    } else {
+        SandboxMode::Bubblewrap(bwrap.to_owned())
+    }
 }
 
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -91,12 +238,13 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let (digits, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("{raw:?} is not a duration like 90s, 15m or 1h"))?;
+        .map_err(|_| format!("{raw:?} is not a duration like 90s, 15m, 1h or 30d"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("{raw:?} is not a duration like 90s, 15m or 1h")),
+        "d" => n * 86_400,
+        _ => return Err(format!("{raw:?} is not a duration like 90s, 15m, 1h or 30d")),
     };
     if secs == 0 {
         return Err("the duration must be positive".into());
@@ -104,7 +252,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-impl ServeArgs {
+impl Config {
     /// The settings, once the listening port is known.
     pub fn settings(self, bound: SocketAddr) -> anyhow::Result<Settings> {
         std::fs::create_dir_all(&self.data_dir)
@@ -147,6 +295,47 @@ impl ServeArgs {
         if !matches!(self.sites_scheme.as_str(), "http" | "https") {
             anyhow::bail!("CLOUDRUNR_SITES_SCHEME must be http or https");
         }
+        let b = self.backends;
+        let artifacts = match &b.artifact_store {
+            Some(raw) => ArtifactLocation::parse(raw)?,
+            None => ArtifactLocation::Local(data_dir.join("artifacts")),
+        };
+        let kafka = b
+            .kafka_brokers
+            .filter(|s| !s.trim().is_empty())
+            .map(|brokers| KafkaConfig {
+                events_topic: b.kafka_events_topic,
+                notices_topic: b.kafka_notices_topic,
+                consumer_group: b.kafka_consumer_group,
+                ..KafkaConfig::new(brokers)
+            });
+        let executor = match b.executor.as_str() {
+            "ecs" => ExecutorSettings::Ecs(EcsSettings {
+                cluster: b.ecs_cluster,
+                task_definition: b
+                    .ecs_task_definition
+                    .context("the ECS executor needs CLOUDRUNR_ECS_TASK_DEFINITION")?,
+                container: b.ecs_container,
+                launch_type: b.ecs_launch_type,
+                subnets: comma_list(&b.ecs_subnets),
+                security_groups: comma_list(&b.ecs_security_groups),
+                assign_public_ip: b.ecs_assign_public_ip,
+            }),
+            _ => ExecutorSettings::Local,
+        };
+        if matches!(executor, ExecutorSettings::Ecs(_)) && matches!(artifacts, ArtifactLocation::Local(_)) {
+            anyhow::bail!(
+                "builds on ECS cannot reach a local artifact directory: set CLOUDRUNR_ARTIFACT_STORE=s3://..."
+            );
+        }
+        // Builds on this machine reach a wildcard listener on loopback.
+        let api_url = b
+            .api_url
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| match bound.ip().is_unspecified() {
+                true => format!("http://127.0.0.1:{}", bound.port()),
+                false => format!("http://{bound}"),
+            });
         Ok(Settings {
             data_dir,
             listen: bound,
@@ -163,15 +352,21 @@ impl ServeArgs {
             database_url: Secret::new(database_url),
             build: BuildLimits {
                 timeout: self.build_timeout,
-                sandbox: if self.unsafe_no_sandbox {
-                    SandboxMode::UnsafeNone
-                } else {
-                    SandboxMode::Bubblewrap(self.bwrap)
-                },
+                sandbox: sandbox_mode(self.unsafe_no_sandbox, &self.bwrap),
                 max_concurrent: self.max_concurrent_builds.max(1),
                 max_output_files: self.max_output_files,
                 max_output_bytes: self.max_output_bytes,
             },
+            artifacts,
+            s3: S3Options {
+                path_style: b.s3_path_style,
+                endpoint: b.s3_endpoint,
+            },
+            kafka,
+            executor,
+            api_url,
+            log_retention: b.log_retention,
+            router_cache_bytes: b.router_cache_bytes,
         })
     }
 }
@@ -211,6 +406,12 @@ fn github_app(
              CLOUDRUNR_GITHUB_WEBHOOK_SECRET, CLOUDRUNR_GITHUB_CLIENT_ID and CLOUDRUNR_GITHUB_CLIENT_SECRET, or none"
         ),
     }
+}
+
+/// This machine's name among the processes sharing a queue: kept in the data directory, so that it
+/// survives restarts.
+pub fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    Ok(persisted(&data_dir.join("node-id"), 32)?.expose()[..12].to_owned())
 }
 
 /// Reads the secret kept at `path`, creating it (owner-only) on first start.
@@ -257,7 +458,8 @@ mod tests {
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("0").is_err());
-        assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert!(parse_duration("5w").is_err());
         assert!(parse_duration("m").is_err());
     }
 

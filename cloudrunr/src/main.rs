@@ -1,9 +1,14 @@
 //! `cloudrunr`: every CloudRunr component in one binary.
 
+mod backends;
+mod build;
+mod components;
 mod config;
 mod serve;
+mod server;
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -18,12 +23,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every component in one process on the embedded backends (SQLite, local disk,
-    /// in-process log bus, sandboxed local builds).
-    Serve(config::ServeArgs),
+    /// Run every component in one process (by default on the embedded backends: SQLite, local
+    /// disk, in-process log bus, sandboxed local builds).
+    Serve(config::Config),
+    /// The JSON API, dashboard and build scheduler.
+    Api(config::Config),
+    /// The GitHub webhook receiver and App pages; sends check runs.
+    Webhook(config::Config),
+    /// Serves the deployed sites.
+    Router(config::Config),
+    /// Writes build events from Kafka into the database.
+    LogConsumer(config::Config),
+    /// Runs one build (started by the platform's executor, which sets its environment).
+    Build(config::BuildArgs),
+    /// Brings the database schema up to date and exits.
+    Migrate(config::Config),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
@@ -32,7 +49,19 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve::serve(args)),
-    }
+    let done = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(c) => serve::serve(c).await,
+            Command::Api(c) => components::api(c).await,
+            Command::Webhook(c) => components::webhook(c).await,
+            Command::Router(c) => components::router(c).await,
+            Command::LogConsumer(c) => components::log_consumer(c).await,
+            Command::Migrate(c) => components::migrate(c).await,
+            Command::Build(args) => return build::build(args).await,
+        }
+        .map(|()| ExitCode::SUCCESS)
+    });
+    // Background tasks (a Kafka consumer, an SDK client) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    done
 }

@@ -7,6 +7,7 @@ mod support;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
+use support::cluster::Services;
 use support::git_server::{GitServer, Repo};
 use support::github::{MockGitHub, TestRepo};
 use support::{Platform, fixture};
@@ -64,21 +65,30 @@ impl World {
     /// A platform configured (by environment) as the mock's App, a user who linked the App's
     /// installation through GitHub's OAuth, and a project deploying the repository.
     async fn new(private: bool) -> World {
+        Self::on(private, None).await
+    }
+
+    /// Like [`World::new`]; with `services`, the platform's components run apart on them.
+    async fn on(private: bool, services: Option<&Services>) -> World {
         let git = GitServer::start().await;
         let repo = git.create_repo("site", &fixture("spa"));
         let gh = MockGitHub::start().await;
         let app = gh.app();
         let id = app.id.to_string();
-        let p = Platform::start_with(&[
-            ("CLOUDRUNR_GITHUB_API_URL", &gh.url()),
-            ("CLOUDRUNR_GITHUB_URL", &gh.url()),
+        let url = gh.url();
+        let env = [
+            ("CLOUDRUNR_GITHUB_API_URL", url.as_str()),
+            ("CLOUDRUNR_GITHUB_URL", &url),
             ("CLOUDRUNR_GITHUB_APP_ID", &id),
             ("CLOUDRUNR_GITHUB_PRIVATE_KEY", &app.private_key_pem),
             ("CLOUDRUNR_GITHUB_WEBHOOK_SECRET", &app.webhook_secret),
             ("CLOUDRUNR_GITHUB_CLIENT_ID", &app.client_id),
             ("CLOUDRUNR_GITHUB_CLIENT_SECRET", &app.client_secret),
-        ])
-        .await;
+        ];
+        let p = match services {
+            Some(services) => support::cluster::start(services, &env).await,
+            None => Platform::start_with(&env).await,
+        };
         let mut test_repo = TestRepo::new(REPO_ID, "octo/site", &git.url("site"));
         test_repo.private = private;
         if private {
@@ -161,7 +171,7 @@ async fn send_raw(
 ) -> (StatusCode, Value) {
     let mut req = p
         .http
-        .post(format!("{}/webhooks/github", p.base))
+        .post(format!("{}/webhooks/github", p.webhook_base()))
         .header("content-type", "application/json")
         .header("x-github-event", event)
         .header("x-github-delivery", delivery)
@@ -287,6 +297,43 @@ async fn a_push_deploys_its_commit_and_reports_a_check_run() {
             .any(|d| d["id"] == "same-delivery" && d["event"] == "push" && d["repository"] == "octo/site")
     );
     assert!(deliveries.iter().any(|d| d["outcome"] == "deployed"));
+}
+
+/// The same flow with every component apart, on PostgreSQL, Kafka and S3: the webhook component
+/// queues, the api's scheduler starts a `cloudrunr build` process, the log consumer records the
+/// outcome, and the webhook component reports the check run.
+#[tokio::test]
+async fn a_push_deploys_and_reports_with_the_components_apart() {
+    let Some(services) = Services::get() else { return };
+    let w = World::on(true, Some(&services)).await;
+    w.repo.write("src/message.txt", "Hello from a push, at scale\n");
+    let sha = w.repo.commit("Push at scale");
+    let (status, answer) = w
+        .deliver("push", &push(&w.test_repo, "main", &sha, "Push at scale"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["outcome"], "deployed", "{answer}");
+    let id = w.deployments().await[0]["id"].as_str().unwrap().to_owned();
+    let d = wait_final(&w, &id).await;
+    assert_eq!(d["state"], "ready", "{}", w.p.server_log());
+    assert_eq!(d["commit_sha"], sha);
+    w.p.site_eventually("site", "/", "Hello from a push, at scale").await;
+
+    let bodies = w.completed_check_run(&id).await;
+    let statuses: Vec<&str> = bodies.iter().map(|b| b["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["queued", "in_progress", "completed"]);
+    assert_eq!(bodies[0]["details_url"], format!("{}/deployments/{id}", w.p.base));
+    let done = bodies.last().unwrap();
+    assert_eq!(done["conclusion"], "success");
+    let summary = done["output"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("http://site.localhost:{}/", w.p.sites_port)),
+        "{summary}"
+    );
+
+    // Unsigned deliveries are refused by the webhook component too.
+    let (status, _) = send_raw(&w.p, "push", "unsigned", None, b"{}".to_vec()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

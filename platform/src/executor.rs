@@ -75,16 +75,47 @@ pub enum ExecutorError {
     Backend(String),
 }
 
+/// What an executor knows of a build it started, to find it again: a process id, an ECS task
+/// ARN. Stored with the deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution(pub String);
+
+/// Whether a started build still runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionStatus {
+    Running,
+    /// It stopped (or vanished) — with the reason the executor gives.
+    Stopped {
+        reason: String,
+    },
+}
+
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
-    /// Starts the build and returns at once. The build reports progress on the log bus; from
-    /// here on its deployment's state comes only from there.
-    async fn start(&self, job: BuildJob) -> Result<(), ExecutorError>;
+    /// Starts the build and returns at once, with a handle to find it again if the executor has
+    /// one. The build reports progress on the log bus; from here on its deployment's state comes
+    /// only from there.
+    async fn start(&self, job: BuildJob) -> Result<Option<Execution>, ExecutorError>;
 
     /// Asks a running build to stop. The build reports `canceled` itself; cancelling a build the
     /// executor does not know is not an error.
-    async fn cancel(&self, deployment: &DeploymentId) -> Result<(), ExecutorError>;
+    async fn cancel(&self, deployment: &DeploymentId, execution: Option<&Execution>) -> Result<(), ExecutorError>;
 
-    /// Whether builds keep running when this process exits (remote tasks do, local ones do not).
-    fn builds_outlive_process(&self) -> bool;
+    /// Whether a build this executor started still runs (asked of builds that outlive the process,
+    /// to notice ones that stopped without reporting).
+    async fn status(&self, execution: &Execution) -> Result<ExecutionStatus, ExecutorError>;
+
+    /// Whether builds keep running when this process exits.
+    fn lifetime(&self) -> BuildLifetime;
+}
+
+/// What becomes of an executor's builds when its process exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildLifetime {
+    /// They die with it; at the next start, the ones it had dispatched go back in the queue.
+    /// `owner` is the prefix of the executions this process (on this machine) starts, when other
+    /// processes dispatch builds too; `None` when every dispatched build is this process's.
+    Process { owner: Option<String> },
+    /// They keep running (remote tasks): the scheduler checks on them with `status`.
+    Independent,
 }

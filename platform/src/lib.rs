@@ -6,6 +6,7 @@
 //! together with their embedded implementations.
 
 pub mod artifacts;
+pub mod build_token;
 pub mod bus;
 pub mod crypto;
 pub mod db;

@@ -298,6 +298,11 @@ impl GitHostPolicy {
         }
     }
 
+    /// The comma list [`GitHostPolicy::from_list`] reads back.
+    pub fn to_list(&self) -> String {
+        self.allow_http_hosts.join(",")
+    }
+
     pub fn check(&self, url: &GitUrl) -> Result<(), GitUrlError> {
         if !url.is_plain_http() {
             return Ok(());

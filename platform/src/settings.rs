@@ -46,6 +46,42 @@ pub struct Settings {
     /// `sqlite://…` or `postgres://…`; may carry a password, hence secret.
     pub database_url: Secret,
     pub build: BuildLimits,
+    /// Where artifacts live: a local directory or an S3 bucket.
+    pub artifacts: crate::artifacts::ArtifactLocation,
+    pub s3: crate::artifacts::S3Options,
+    /// The Kafka log bus; `None` is the in-process bus (one process only).
+    pub kafka: Option<crate::bus::KafkaConfig>,
+    pub executor: ExecutorSettings,
+    /// Where builds that run away from the platform (processes, ECS tasks) reach the API.
+    pub api_url: String,
+    /// How long build logs are kept (TimescaleDB retention policy); `None` keeps them.
+    pub log_retention: Option<Duration>,
+    /// Bytes of artifact content the router keeps in memory.
+    pub router_cache_bytes: u64,
+}
+
+/// Where builds run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutorSettings {
+    /// On this machine, sandboxed: inside `serve`, or as `cloudrunr build` children of `api`.
+    Local,
+    /// As AWS ECS tasks running `cloudrunr build`.
+    Ecs(EcsSettings),
+}
+
+/// The ECS task that runs builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcsSettings {
+    pub cluster: String,
+    pub task_definition: String,
+    /// The container of the task definition that runs `cloudrunr build`.
+    pub container: String,
+    /// `FARGATE`, `EC2` or `EXTERNAL`.
+    pub launch_type: String,
+    /// awsvpc networking; empty for task definitions that do not use it.
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
 }
 
 /// How deployed sites are addressed: `<scheme>://<slug>.<domain>[:<port>]/`.

@@ -7,6 +7,7 @@
 //! the new deployment, never a mix.
 
 mod assets;
+pub mod cache;
 mod error;
 mod path;
 mod resolve;
@@ -15,6 +16,7 @@ mod table;
 mod watcher;
 
 pub use assets::is_hashed_asset;
+pub use cache::{CacheStats, CachedStore};
 pub use error::RouterError;
 
 use arc_swap::ArcSwap;
@@ -54,6 +56,11 @@ struct Inner {
     /// from the current one; without this, two concurrent updates could each start from the same
     /// table and the later swap would silently undo the earlier one.
     updates: tokio::sync::Mutex<()>,
+}
+
+/// The answer for a host that names no site (a router reached by IP, or under another domain).
+pub fn not_a_site(req: &Request) -> Response {
+    respond::page(StatusCode::NOT_FOUND, Page::NoSite, req.method() == Method::HEAD)
 }
 
 impl Sites {

@@ -116,6 +116,39 @@ impl Github {
         self.inner.app.load_full()
     }
 
+    /// Picks up an App another process connected (components running apart share the database,
+    /// not this handle). Nothing changes for an App from the environment.
+    pub async fn refresh(&self) -> Result<(), ConnectionError> {
+        if self.configured_by_environment() {
+            return Ok(());
+        }
+        let stored = self.inner.db.github_app().await?;
+        let current = self.app().map(|a| a.app_id());
+        match stored {
+            Some(stored) if Some(stored.app_id) != current => {
+                let creds = open_stored(&self.inner.sealer, &stored)?;
+                let app = GithubApp::new(creds, &self.inner.settings.api_url, &self.inner.settings.web_url)?;
+                tracing::info!(app_id = stored.app_id, "picked up the GitHub App");
+                self.inner.app.store(Some(Arc::new(app)));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Calls [`Github::refresh`] every `every`, for as long as the process runs.
+    pub fn spawn_refresh(&self, every: std::time::Duration) {
+        let github = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = github.refresh().await {
+                    tracing::warn!("cannot re-read the GitHub App: {e}");
+                }
+            }
+        });
+    }
+
     pub fn require_app(&self) -> Result<Arc<GithubApp>, ConnectionError> {
         self.app().ok_or(ConnectionError::NotConnected)
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod cluster;
 pub mod git_server;
 pub mod github;
 
@@ -25,8 +26,12 @@ pub struct Platform {
     env: Vec<(String, String)>,
     pub base: String,
     pub port: u16,
+    /// Where sites are served: the same port for `serve`, the router's when components run apart.
+    pub sites_port: u16,
     pub data: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// Components running apart from the API (see `cluster`).
+    pub(crate) parts: Vec<cluster::Part>,
 }
 
 impl Platform {
@@ -49,8 +54,10 @@ impl Platform {
             env,
             base: format!("http://{addr}"),
             port,
+            sites_port: port,
             data,
             http,
+            parts: Vec::new(),
         }
     }
 
@@ -79,6 +86,7 @@ impl Platform {
         let (child, addr) = spawn(self.data.path(), &self.env);
         self.child = child;
         self.port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        self.sites_port = self.port;
         self.base = format!("http://{addr}");
     }
 
@@ -86,8 +94,23 @@ impl Platform {
         self.data.path().join("data")
     }
 
+    /// The logs of every process (one for `serve`, one per component otherwise).
     pub fn server_log(&self) -> String {
-        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+        let mut logs: Vec<_> = std::fs::read_dir(self.data.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        let mut out = String::new();
+        for path in logs {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            out.push_str(&format!("==== {name} ====\n"));
+            out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+        out
     }
 
     /// A JSON API call; returns the status and the body (`Value::Null` when empty).
@@ -200,18 +223,38 @@ impl Platform {
     ) -> reqwest::Response {
         let mut req = self
             .http
-            .request(method, format!("{}{path}", self.base))
-            .header("host", format!("{label}.localhost:{}", self.port));
+            .request(method, format!("http://127.0.0.1:{}{path}", self.sites_port))
+            .header("host", format!("{label}.localhost:{}", self.sites_port));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         req.send().await.expect("site request")
     }
 
+    /// Waits until the site's `path` answers 200 with `text` in it; returns the last body. With
+    /// the components apart, the router hears of a new production deployment through the bus, a
+    /// moment after the API reports it ready.
+    pub async fn site_eventually(&self, label: &str, path: &str, text: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..100 {
+            let resp = self.site(label, path, &[]).await;
+            let ok = resp.status() == StatusCode::OK;
+            last = resp.text().await.unwrap_or_default();
+            if ok && last.contains(text) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the site {label} never served {text:?} at {path}; last answer:\n{last}\n{}",
+            self.server_log()
+        );
+    }
+
     /// A raw request line sent as is (reqwest would normalize `..` away).
     pub async fn raw_site_request(&self, label: &str, target: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.sites_port))
             .await
             .expect("connect");
         let req = format!("GET {target} HTTP/1.1\r\nHost: {label}.localhost\r\nConnection: close\r\n\r\n");
@@ -224,17 +267,31 @@ impl Platform {
 
 /// Starts `cloudrunr serve` on a free port; returns it and its address.
 fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, String) {
-    let log = std::fs::OpenOptions::new()
+    let data = dir.join("data");
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("UTF-8 path"),
+    ];
+    spawn_component(&args, &dir.join("server.log"), env, "cloudrunr listening on http://")
+}
+
+/// Starts `cloudrunr <args>` with only the given `CLOUDRUNR_*` variables (and plain http:// git
+/// from loopback allowed), its stderr appended to `log`; waits for the stdout line starting with
+/// `ready` and returns the rest of that line.
+pub fn spawn_component(args: &[&str], log: &Path, env: &[(String, String)], ready: &str) -> (Child, String) {
+    let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("server.log"))
+        .open(log)
         .expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudrunr"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
+    cmd.args(args)
         .env("RUST_LOG", "info,sqlx=warn")
         .stdout(Stdio::piped())
-        .stderr(log);
+        .stderr(log_file);
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CLOUDRUNR_")) {
         cmd.env_remove(k);
     }
@@ -243,22 +300,23 @@ fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, String) {
     let mut child = cmd.spawn().expect("start cloudrunr");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_owned();
     std::thread::spawn(move || {
         use std::io::BufRead;
         let mut sent = false;
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent && let Some(addr) = line.strip_prefix("cloudrunr listening on http://") {
-                let _ = tx.send(addr.trim().to_owned());
+            if !sent && let Some(rest) = line.strip_prefix(&ready) {
+                let _ = tx.send(rest.trim().to_owned());
                 sent = true;
             }
         }
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => (child, addr),
+        Ok(rest) => (child, rest),
         Err(_) => {
             let _ = child.kill();
-            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-            panic!("cloudrunr did not start:\n{log}");
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("cloudrunr {} did not start:\n{log}", args[0]);
         }
     }
 }
@@ -267,6 +325,9 @@ impl Drop for Platform {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for part in &mut self.parts {
+            part.stop();
+        }
         if std::thread::panicking() {
             eprintln!("---- cloudrunr server log ----\n{}", self.server_log());
         }

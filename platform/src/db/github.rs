@@ -317,7 +317,7 @@ impl Database {
         let row = sqlx::query(
             "SELECT r.id, r.installation_id, r.full_name, r.clone_url, r.default_branch, r.private \
              FROM github_repositories r JOIN github_installations i ON i.id = r.installation_id \
-             WHERE lower(r.full_name) = lower($1) AND i.owner_id = $2 AND i.deleted = 0 AND i.suspended = 0",
+             WHERE lower(r.full_name) = lower(CAST($1 AS TEXT)) AND i.owner_id = $2 AND i.deleted = 0 AND i.suspended = 0",
         )
         .bind(full_name)
         .bind(user.id.as_str())

@@ -1,9 +1,13 @@
 //! The platform's records, behind [`Database`].
 //!
 //! One set of queries serves every backend through sqlx's `Any` driver: the SQL sticks to what
-//! SQLite and PostgreSQL share (`$n` placeholders, `ON CONFLICT`, `RETURNING`), times are Unix
-//! milliseconds in 64-bit integers, ids are text. What differs per backend — connection setup and
-//! migrations — is chosen by [`Backend`].
+//! SQLite and PostgreSQL share (`$n` placeholders, `ON CONFLICT`, `RETURNING`, `CAST`), times are
+//! Unix milliseconds in 64-bit integers (BIGINT on PostgreSQL: the `Any` driver reads `i64`), flags
+//! are 0/1 integers, ids are text. What differs per backend is chosen by [`Backend`]: connection
+//! setup, migrations (`migrations/sqlite`, `migrations/postgres`, the same schema), where build logs
+//! live (a TimescaleDB hypertable when PostgreSQL has it, see [`LogStorage`]), and the few places
+//! where SQLite's single writer gave an invariant for free that PostgreSQL needs a lock or a retry
+//! for (claiming queued builds, numbering deployments, the first user being the admin).
 
 use crate::bus::StateChange;
 use crate::executor::EnvVars;
@@ -15,7 +19,7 @@ use crate::{
     BranchName, CommitSha, DeploymentId, EnvKey, GitUrl, ProjectId, ProjectSlug, RelPath, Timestamp, TokenId, UserId,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
@@ -25,7 +29,7 @@ pub enum DbError {
     /// A unique value is taken; names the value ("email", "slug").
     #[error("{0} is already taken")]
     Conflict(&'static str),
-    #[error("the database URL {0:?} names no supported backend (sqlite:// is)")]
+    #[error("the database URL {0:?} names no supported backend (sqlite:// and postgres:// are)")]
     UnsupportedUrl(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
@@ -40,34 +44,87 @@ type Result<T, E = DbError> = std::result::Result<T, E>;
 /// The database engines CloudRunr runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// `sqlite://PATH` (or `sqlite:PATH`).
     Sqlite,
+    /// `postgres://…` or `postgresql://…`.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names.
+    pub fn of_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            let scheme = url.split(':').next().unwrap_or_default();
+            Err(DbError::UnsupportedUrl(format!("{scheme}:")))
+        }
+    }
+}
+
+/// Where build log lines are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStorage {
+    /// An ordinary table (SQLite, or PostgreSQL without TimescaleDB).
+    Plain,
+    /// A TimescaleDB hypertable partitioned by time, with the retention policy of
+    /// [`DbOptions::log_retention`].
+    Timescale,
+}
+
+/// How to connect; `Default` suits most installations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbOptions {
+    /// How long build logs are kept where the backend can drop them cheaply (TimescaleDB drops
+    /// whole day-chunks older than this). `None` keeps them until their project is deleted, which
+    /// is also what a plain table does whatever this says.
+    pub log_retention: Option<Duration>,
+    /// The connection pool's size; `None` for the backend's default (8 for SQLite, 16 for
+    /// PostgreSQL).
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    log_storage: LogStorage,
 }
 
+mod executions;
 mod github;
+mod timescale;
 pub use github::{CheckUpdate, Delivery, InstallationRecord, RepositoryRecord, StoredApp};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Keys of the PostgreSQL advisory locks that stand in for SQLite's single writer (transaction
+/// scoped: `pg_advisory_xact_lock`). Any constants work as long as they are distinct.
+const LOCK_CLAIM_QUEUED: i64 = 0x436c_6f75_6452_0001;
+const LOCK_FIRST_USER: i64 = 0x436c_6f75_6452_0002;
+const LOCK_LOG_STORAGE: i64 = 0x436c_6f75_6452_0003;
+
+/// How often `create_deployment` tries again when a concurrent one took its number.
+const NUMBER_ATTEMPTS: u32 = 20;
 
 /// States of a deployment whose build is still going (or waiting to go).
 const ACTIVE_STATES: &str = "('queued','cloning','installing','building','uploading')";
 
 impl Database {
-    /// Connects and brings the schema up to date.
+    /// Connects with the default [`DbOptions`] and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, DbOptions::default()).await
+    }
+
+    /// Connects and brings the schema up to date; on PostgreSQL, also sets up where build logs
+    /// live (see [`LogStorage`]). The choice is logged.
+    pub async fn connect_with(url: &str, options: DbOptions) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            let scheme = url.split(':').next().unwrap_or_default();
-            return Err(DbError::UnsupportedUrl(format!("{scheme}:")));
-        };
-        let pool = match backend {
+        let backend = Backend::of_url(url)?;
+        let (pool, log_storage) = match backend {
             Backend::Sqlite => {
                 let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or_default();
@@ -81,7 +138,7 @@ impl Database {
                     format!("{url}?mode=rwc")
                 };
                 let pool = AnyPoolOptions::new()
-                    .max_connections(8)
+                    .max_connections(options.max_connections.unwrap_or(8))
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -94,14 +151,50 @@ impl Database {
                     .await?;
                 sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
                 SQLITE_MIGRATIONS.run(&pool).await?;
-                pool
+                tracing::info!("build logs are stored in a plain table (SQLite)");
+                (pool, LogStorage::Plain)
+            }
+            Backend::Postgres => {
+                // A server shared by several CloudRunr processes: a bounded pool each, connections
+                // opened on demand and recycled, and no request waiting forever for one.
+                let pool = AnyPoolOptions::new()
+                    .max_connections(options.max_connections.unwrap_or(16))
+                    .min_connections(0)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .idle_timeout(Duration::from_secs(10 * 60))
+                    .max_lifetime(Duration::from_secs(30 * 60))
+                    .connect(url)
+                    .await?;
+                // sqlx holds an advisory lock while migrating: processes starting together are fine.
+                POSTGRES_MIGRATIONS.run(&pool).await?;
+                let log_storage = timescale::set_up(&pool, options.log_retention).await?;
+                (pool, log_storage)
             }
         };
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            log_storage,
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Where build log lines are stored (for operators and tests).
+    pub fn log_storage(&self) -> LogStorage {
+        self.log_storage
+    }
+
+    /// On PostgreSQL, begins a transaction holding the advisory lock `key` until it ends; on
+    /// SQLite (one writer at a time already), a plain transaction.
+    async fn begin_locked(&self, key: i64) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            advisory_xact_lock(&mut tx, key).await?;
+        }
+        Ok(tx)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -110,19 +203,23 @@ impl Database {
     /// Creates a user; `email` must already be normalized (trimmed, lowercase).
     pub async fn create_user(&self, name: &str, email: &str, password_hash: &str) -> Result<User> {
         let id = UserId::generate();
-        // The first account administers the platform.
+        // The first account administers the platform. On PostgreSQL two sign-ups could both see
+        // no user yet (each statement sees what was committed when it started): they take turns.
+        let mut tx = self.begin_locked(LOCK_FIRST_USER).await?;
         sqlx::query(
             "INSERT INTO users (id, name, email, password_hash, created_at, is_admin) \
-             SELECT $1, $2, $3, $4, $5, CASE WHEN EXISTS (SELECT 1 FROM users) THEN 0 ELSE 1 END",
+             SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS BIGINT), \
+             CASE WHEN EXISTS (SELECT 1 FROM users) THEN 0 ELSE 1 END",
         )
         .bind(id.as_str())
         .bind(name)
         .bind(email)
         .bind(password_hash)
         .bind(Timestamp::now().millis())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, "email"))?;
+        tx.commit().await?;
         self.user(&id)
             .await?
             .ok_or_else(|| DbError::Corrupt("user vanished".into()))
@@ -561,12 +658,35 @@ impl Database {
     /// same transaction.
     pub async fn create_deployment(&self, new: NewDeployment) -> Result<Deployment> {
         let id = DeploymentId::generate();
+        // The number is one more than the project's highest. Two deployments created at once on
+        // PostgreSQL can both read the same highest number: the second insert then violates
+        // UNIQUE (project_id, number) and the whole transaction is tried again. (On SQLite the
+        // insert holds the write lock, so the first attempt succeeds.)
+        let mut attempt = 1;
+        loop {
+            match self.insert_deployment(&id, &new).await {
+                Err(e) if is_unique_violation(&e) && attempt < NUMBER_ATTEMPTS => {
+                    attempt += 1;
+                    let jitter = getrandom::u32().unwrap_or(0) % 10;
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt + jitter))).await;
+                }
+                done => break done?,
+            }
+        }
+        self.deployment(&id)
+            .await?
+            .ok_or_else(|| DbError::Corrupt("deployment vanished".into()))
+    }
+
+    async fn insert_deployment(&self, id: &DeploymentId, new: &NewDeployment) -> Result<()> {
         let now = Timestamp::now().millis();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO deployments (id, project_id, number, state, target, branch, commit_sha, commit_message, \
              commit_author, trigger, created_at) \
-             SELECT $1, $2, COALESCE(MAX(number), 0) + 1, 'queued', $3, $4, $5, $6, $7, $8, $9 \
+             SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), COALESCE(MAX(number), 0) + 1, 'queued', CAST($3 AS TEXT), \
+             CAST($4 AS TEXT), CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS TEXT), CAST($8 AS TEXT), \
+             CAST($9 AS BIGINT) \
              FROM deployments WHERE project_id = $2",
         )
         .bind(id.as_str())
@@ -582,7 +702,8 @@ impl Database {
         .await?;
         sqlx::query(
             "INSERT INTO check_run_outbox (deployment_id, status, next_attempt_at, created_at) \
-             SELECT $1, 'queued', $2, $2 FROM projects WHERE id = $3 AND github_repo_id IS NOT NULL",
+             SELECT CAST($1 AS TEXT), 'queued', CAST($2 AS BIGINT), CAST($2 AS BIGINT) FROM projects \
+             WHERE id = $3 AND github_repo_id IS NOT NULL",
         )
         .bind(id.as_str())
         .bind(now)
@@ -590,9 +711,7 @@ impl Database {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.deployment(&id)
-            .await?
-            .ok_or_else(|| DbError::Corrupt("deployment vanished".into()))
+        Ok(())
     }
 
     pub async fn deployment(&self, id: &DeploymentId) -> Result<Option<Deployment>> {
@@ -636,36 +755,31 @@ impl Database {
     }
 
     /// Marks up to `limit` queued deployments dispatched and returns them: per project the oldest
-    /// queued one, and only for projects with no build running (one build at a time per project).
+    /// queued one, and only for projects with no build running (one build at a time per project),
+    /// even when several schedulers (API processes) claim at once.
     pub async fn claim_queued(&self, limit: u64) -> Result<Vec<Deployment>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&format!(
-            "SELECT d.id FROM deployments d \
-             WHERE d.state = 'queued' AND d.dispatched_at IS NULL \
-               AND NOT EXISTS (SELECT 1 FROM deployments r WHERE r.project_id = d.project_id \
-                               AND r.dispatched_at IS NOT NULL AND r.state IN {ACTIVE_STATES}) \
-               AND d.number = (SELECT MIN(q.number) FROM deployments q WHERE q.project_id = d.project_id \
-                               AND q.state = 'queued' AND q.dispatched_at IS NULL) \
-             ORDER BY d.created_at LIMIT $1"
-        ))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut claimed = Vec::new();
-        for r in rows {
-            let id = parse_id(r.try_get("id")?, DeploymentId::parse)?;
-            let done = sqlx::query(
-                "UPDATE deployments SET dispatched_at = $2 WHERE id = $1 AND dispatched_at IS NULL AND state = 'queued'",
-            )
-            .bind(id.as_str())
-            .bind(Timestamp::now().millis())
-            .execute(&self.pool)
-            .await?;
-            if done.rows_affected() == 1
-                && let Some(d) = self.deployment(&id).await?
-            {
+        let ids = match self.backend {
+            // Each UPDATE re-checks its own row, but the choice it acts on (the project's oldest
+            // queued deployment, nothing of the project running) was read earlier, and under
+            // READ COMMITTED nothing ties the two together. Schedulers take turns instead: each
+            // holds a lock from its read until its claims are committed.
+            Backend::Postgres => {
+                let mut tx = self.begin_locked(LOCK_CLAIM_QUEUED).await?;
+                let ids = claim_on(&mut tx, limit).await?;
+                tx.commit().await?;
+                ids
+            }
+            // One writer at a time, and every UPDATE below re-checks the project in the same
+            // statement. (No transaction: a deferred one that reads first cannot always upgrade
+            // to writing under WAL when another connection wrote meanwhile.)
+            Backend::Sqlite => claim_on(&mut *self.pool.acquire().await?, limit).await?,
+        };
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(d) = self.deployment(&id).await? {
                 claimed.push(d);
             }
         }
@@ -741,16 +855,17 @@ impl Database {
             None
         };
         let done = sqlx::query(&format!(
-            "UPDATE deployments SET state = $2, \
-               started_at = CASE WHEN started_at IS NULL AND $2 <> 'queued' THEN $3 ELSE started_at END, \
-               finished_at = CASE WHEN $4 = 1 THEN $3 ELSE finished_at END, \
-               phases = COALESCE($5, phases), \
-               commit_sha = COALESCE($6, commit_sha), \
-               commit_message = COALESCE($7, commit_message), \
-               commit_author = COALESCE($8, commit_author), \
-               framework = COALESCE($9, framework), \
-               error = COALESCE($10, error), \
-               artifact = COALESCE($11, artifact) \
+            "UPDATE deployments SET state = CAST($2 AS TEXT), \
+               started_at = CASE WHEN started_at IS NULL AND CAST($2 AS TEXT) <> 'queued' THEN CAST($3 AS BIGINT) \
+                            ELSE started_at END, \
+               finished_at = CASE WHEN CAST($4 AS BIGINT) = 1 THEN CAST($3 AS BIGINT) ELSE finished_at END, \
+               phases = COALESCE(CAST($5 AS TEXT), phases), \
+               commit_sha = COALESCE(CAST($6 AS TEXT), commit_sha), \
+               commit_message = COALESCE(CAST($7 AS TEXT), commit_message), \
+               commit_author = COALESCE(CAST($8 AS TEXT), commit_author), \
+               framework = COALESCE(CAST($9 AS TEXT), framework), \
+               error = COALESCE(CAST($10 AS TEXT), error), \
+               artifact = COALESCE(CAST($11 AS TEXT), artifact) \
              WHERE id = $1 AND state IN ({})",
             from.join(",")
         ))
@@ -779,13 +894,35 @@ impl Database {
 
     /// Puts builds that were running in this process back in the queue (after a restart, when
     /// the executor's builds died with the process). Returns them.
-    pub async fn requeue_dispatched(&self) -> Result<Vec<DeploymentId>> {
-        let rows = sqlx::query(&format!(
-            "UPDATE deployments SET state = 'queued', dispatched_at = NULL \
-             WHERE dispatched_at IS NOT NULL AND state IN {ACTIVE_STATES} RETURNING id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+    ///
+    /// With an `owner`, only the builds whose execution starts with it are this process's; a
+    /// dispatch that never recorded its execution (its process died starting it) is requeued once
+    /// it is a minute old, so that a process starting a build right now keeps it.
+    pub async fn requeue_dispatched(&self, owner: Option<&str>) -> Result<Vec<DeploymentId>> {
+        let set = "UPDATE deployments SET state = 'queued', dispatched_at = NULL, execution = NULL";
+        let rows = match owner {
+            None => {
+                sqlx::query(&format!(
+                    "{set} WHERE dispatched_at IS NOT NULL AND state IN {ACTIVE_STATES} RETURNING id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(owner) => {
+                let pattern = format!(
+                    "{}%",
+                    owner.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+                );
+                sqlx::query(&format!(
+                    "{set} WHERE dispatched_at IS NOT NULL AND state IN {ACTIVE_STATES} \
+                     AND (execution LIKE $1 ESCAPE '\\' OR (execution IS NULL AND dispatched_at < $2)) RETURNING id"
+                ))
+                .bind(pattern)
+                .bind(Timestamp::now().millis() - 60_000)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
         rows.into_iter()
             .map(|r| parse_id(r.try_get("id")?, DeploymentId::parse))
             .collect()
@@ -803,9 +940,12 @@ impl Database {
         let mut tx = self.pool.begin().await?;
         for (id, line) in lines {
             sqlx::query(
+                // No conflict target: the unique key is (deployment_id, seq) on a plain table and
+                // (deployment_id, seq, ts) on a hypertable; a replayed line carries the same ts.
                 "INSERT INTO log_lines (deployment_id, seq, ts, stream, text) \
-                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM deployments WHERE id = $1) \
-                 ON CONFLICT (deployment_id, seq) DO NOTHING",
+                 SELECT CAST($1 AS TEXT), CAST($2 AS BIGINT), CAST($3 AS BIGINT), CAST($4 AS TEXT), CAST($5 AS TEXT) \
+                 WHERE EXISTS (SELECT 1 FROM deployments WHERE id = $1) \
+                 ON CONFLICT DO NOTHING",
             )
             .bind(id.as_str())
             .bind(i64::try_from(line.seq).unwrap_or(i64::MAX))
@@ -931,7 +1071,8 @@ async fn enqueue_check_update(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO check_run_outbox (deployment_id, status, next_attempt_at, created_at) \
-         SELECT d.id, $2, $3, $3 FROM deployments d JOIN projects p ON p.id = d.project_id \
+         SELECT d.id, CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($3 AS BIGINT) \
+         FROM deployments d JOIN projects p ON p.id = d.project_id \
          WHERE d.id = $1 AND p.github_repo_id IS NOT NULL",
     )
     .bind(id.as_str())
@@ -940,6 +1081,55 @@ async fn enqueue_check_update(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Claims queued deployments on `conn` (see [`Database::claim_queued`]); returns their ids.
+async fn claim_on(conn: &mut AnyConnection, limit: u64) -> Result<Vec<DeploymentId>> {
+    let rows = sqlx::query(&format!(
+        "SELECT d.id FROM deployments d \
+         WHERE d.state = 'queued' AND d.dispatched_at IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM deployments r WHERE r.project_id = d.project_id \
+                           AND r.dispatched_at IS NOT NULL AND r.state IN {ACTIVE_STATES}) \
+           AND d.number = (SELECT MIN(q.number) FROM deployments q WHERE q.project_id = d.project_id \
+                           AND q.state = 'queued' AND q.dispatched_at IS NULL) \
+         ORDER BY d.created_at LIMIT $1"
+    ))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut claimed = Vec::new();
+    for r in rows {
+        let id = parse_id(r.try_get("id")?, DeploymentId::parse)?;
+        // Still queued, and still nothing running for its project.
+        let done = sqlx::query(&format!(
+            "UPDATE deployments SET dispatched_at = $2 \
+             WHERE id = $1 AND dispatched_at IS NULL AND state = 'queued' \
+               AND NOT EXISTS (SELECT 1 FROM deployments r WHERE r.project_id = deployments.project_id \
+                               AND r.dispatched_at IS NOT NULL AND r.state IN {ACTIVE_STATES})"
+        ))
+        .bind(id.as_str())
+        .bind(Timestamp::now().millis())
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 1 {
+            claimed.push(id);
+        }
+    }
+    Ok(claimed)
+}
+
+/// Takes the PostgreSQL advisory lock `key` until the end of the transaction.
+async fn advisory_xact_lock(conn: &mut AnyConnection, key: i64) -> Result<()> {
+    // The function returns `void`; selecting a constant keeps the row decodable by `Any`.
+    sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock(CAST($1 AS BIGINT))")
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn is_unique_violation(e: &DbError) -> bool {
+    matches!(e, DbError::Sqlx(sqlx::Error::Database(db)) if db.is_unique_violation())
 }
 
 fn user_from_row(r: &AnyRow) -> Result<User> {

@@ -1,13 +1,142 @@
 //! The behavioural suite every database backend must pass.
+//!
+//! Every test runs on SQLite and, when `CLOUDRUNR_TEST_POSTGRES_URL` names a PostgreSQL server
+//! (`postgres://postgres@127.0.0.1:PORT/postgres`, a role that may create databases), on a fresh
+//! PostgreSQL database of its own. In CI (`CI` set) or with `CLOUDRUNR_REQUIRE_SERVICES=1`, a
+//! missing URL fails the tests instead of quietly testing SQLite alone.
 
 use super::*;
 use crate::model::{DeploymentTarget, DeploymentTrigger};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const POSTGRES_URL_VAR: &str = "CLOUDRUNR_TEST_POSTGRES_URL";
+
+/// A test's database, and what must go when the test ends.
+struct TestDb {
+    /// Connects another handle to the same database.
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    _postgres: Option<DropDatabase>,
+}
+
+impl TestDb {
+    async fn connect_again(&self) -> Database {
+        Database::connect(&self.url).await.unwrap()
+    }
+}
 
 /// A fresh database per backend available to this test run.
-async fn databases() -> Vec<(tempfile::TempDir, Database)> {
+async fn databases() -> Vec<(TestDb, Database)> {
+    let server = postgres_server(
+        std::env::var(POSTGRES_URL_VAR).ok(),
+        std::env::var("CI").ok(),
+        std::env::var("CLOUDRUNR_REQUIRE_SERVICES").ok(),
+    );
+    let mut out = vec![sqlite().await];
+    if let Some(server) = server {
+        out.push(postgres(&server).await);
+    }
+    out
+}
+
+/// The PostgreSQL server to test against, if any; panics when one is required and missing.
+fn postgres_server(url: Option<String>, ci: Option<String>, require: Option<String>) -> Option<String> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty() && v != "0" && v != "false");
+    match url.filter(|u| !u.is_empty()) {
+        Some(url) => Some(url),
+        None if set(&ci) || set(&require) => panic!(
+            "{POSTGRES_URL_VAR} is not set, but CI or CLOUDRUNR_REQUIRE_SERVICES=1 requires the database suite to \
+             run on PostgreSQL too: start one (scripts/services start) and export {POSTGRES_URL_VAR}=postgres://…"
+        ),
+        None => None,
+    }
+}
+
+async fn sqlite() -> (TestDb, Database) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    vec![(dir, Database::connect(&url).await.unwrap())]
+    let db = Database::connect(&url).await.unwrap();
+    let t = TestDb {
+        url,
+        _dir: Some(dir),
+        _postgres: None,
+    };
+    (t, db)
+}
+
+/// Creates a uniquely named database on the server (dropped again with the returned [`TestDb`]).
+async fn postgres(server: &str) -> (TestDb, Database) {
+    use sqlx::Connection;
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "cloudrunr_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        crate::TokenId::generate().as_str()
+    );
+    let mut admin = sqlx::AnyConnection::connect(server)
+        .await
+        .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}: cannot connect to {server}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let mut url = url::Url::parse(server).unwrap();
+    url.set_path(&name);
+    let url = url.to_string();
+    let drop = DropDatabase {
+        server: server.to_owned(),
+        name,
+    };
+    let db = Database::connect_with(
+        &url,
+        DbOptions {
+            // Tests run in parallel, each with its own database: keep each pool small.
+            max_connections: Some(6),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let t = TestDb {
+        url,
+        _dir: None,
+        _postgres: Some(drop),
+    };
+    (t, db)
+}
+
+/// Drops a test's PostgreSQL database when the test is done with it (also when it failed).
+struct DropDatabase {
+    server: String,
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop cannot await: a thread with a runtime of its own does it. FORCE ends the test's
+        // own connections, which may still be open in its pools.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let mut admin = sqlx::AnyConnection::connect(&server).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await
+            })
+            .map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            eprintln!("could not drop the test database {}: {done:?}", self.name);
+        }
+    }
 }
 
 async fn user(db: &Database, email: &str) -> User {
@@ -270,12 +399,46 @@ async fn interrupted_builds_are_requeued() {
         db.apply_state(&d.id, &StateChange::new(DeploymentState::Installing))
             .await
             .unwrap();
-        assert_eq!(db.requeue_dispatched().await.unwrap(), vec![d.id.clone()]);
+        assert_eq!(db.requeue_dispatched(None).await.unwrap(), vec![d.id.clone()]);
         assert_eq!(
             db.deployment(&d.id).await.unwrap().unwrap().state,
             DeploymentState::Queued
         );
         assert_eq!(db.claim_queued(1).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_process_requeues_only_its_own_interrupted_builds() {
+    use crate::executor::Execution;
+    for (_dir, db) in databases().await {
+        let ann = user(&db, "ann@example.com").await;
+        let mine = deploy(&db, &project(&db, &ann, "mine").await).await;
+        let theirs = deploy(&db, &project(&db, &ann, "theirs").await).await;
+        deploy(&db, &project(&db, &ann, "starting").await).await;
+        assert_eq!(db.claim_queued(3).await.unwrap().len(), 3);
+        db.set_execution(&mine.id, &Execution("process:a1:100".into()))
+            .await
+            .unwrap();
+        db.set_execution(&theirs.id, &Execution("process:b2:100".into()))
+            .await
+            .unwrap();
+        // `starting` has no execution yet: another process may be starting it right now.
+        assert_eq!(
+            db.requeue_dispatched(Some("process:a1:")).await.unwrap(),
+            vec![mine.id.clone()]
+        );
+        assert_eq!(
+            db.deployment(&mine.id).await.unwrap().unwrap().state,
+            DeploymentState::Queued
+        );
+        assert_eq!(db.execution(&mine.id).await.unwrap(), None);
+        assert_eq!(
+            db.execution(&theirs.id).await.unwrap(),
+            Some(Execution("process:b2:100".into()))
+        );
+        let (_, flight): (Vec<_>, Vec<_>) = db.executions_in_flight().await.unwrap().into_iter().unzip();
+        assert_eq!(flight, [Execution("process:b2:100".into())]);
     }
 }
 
@@ -481,4 +644,314 @@ async fn github_accounts_link_to_one_user() {
         assert_eq!((found.id, found.github_login.as_deref()), (ann.id, Some("ann-gh")));
         assert_eq!(db.user_by_github_id(43).await.unwrap(), None);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What SQLite's single writer gave for free and PostgreSQL must earn: several API processes
+// (here: several handles on one database) working at once.
+
+/// Schedulers on two handles claim while builders finish what was claimed: a project never has
+/// two builds running, nothing is claimed twice, everything is built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_schedulers_never_run_two_builds_of_a_project() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    const PROJECTS: usize = 5;
+    const PER_PROJECT: usize = 4;
+    for (t, db) in databases().await {
+        let other = t.connect_again().await;
+        let ann = user(&db, "ann@example.com").await;
+        for i in 0..PROJECTS {
+            let p = project(&db, &ann, &format!("site{i}")).await;
+            for _ in 0..PER_PROJECT {
+                deploy(&db, &p).await;
+            }
+        }
+        // What runs per project, as the schedulers see it: an entry is added right after a claim
+        // and removed right before the build is marked done, so it never outlives the claim.
+        let running: Arc<Mutex<HashMap<ProjectId, DeploymentId>>> = Arc::default();
+        let claimed: Arc<Mutex<HashSet<DeploymentId>>> = Arc::default();
+        let (to_builder, mut builds) = tokio::sync::mpsc::unbounded_channel::<Deployment>();
+        let mut schedulers = Vec::new();
+        for i in 0..4 {
+            let handle = if i % 2 == 0 { db.clone() } else { other.clone() };
+            let (running, claimed, to_builder) = (running.clone(), claimed.clone(), to_builder.clone());
+            schedulers.push(tokio::spawn(async move {
+                while claimed.lock().unwrap().len() < PROJECTS * PER_PROJECT {
+                    let got = handle.claim_queued(3).await.unwrap();
+                    if got.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    for d in got {
+                        if let Some(other) = running.lock().unwrap().insert(d.project_id.clone(), d.id.clone()) {
+                            panic!("{} was claimed while {other} of the same project runs", d.id);
+                        }
+                        assert!(claimed.lock().unwrap().insert(d.id.clone()), "{} claimed twice", d.id);
+                        to_builder.send(d).unwrap();
+                    }
+                }
+            }));
+        }
+        drop(to_builder);
+        let builder = {
+            let (db, running) = (db.clone(), running.clone());
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                while let Some(d) = builds.recv().await {
+                    let (db, running) = (db.clone(), running.clone());
+                    done.push(tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(u64::from(getrandom::u32().unwrap() % 4))).await;
+                        running.lock().unwrap().remove(&d.project_id);
+                        db.apply_state(&d.id, &StateChange::new(DeploymentState::Ready))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                    }));
+                }
+                for d in done {
+                    d.await.unwrap();
+                }
+            })
+        };
+        let all = async {
+            for s in schedulers {
+                s.await.unwrap();
+            }
+            builder.await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(120), all)
+            .await
+            .unwrap_or_else(|_| panic!("{:?}: the builds did not all run", db.backend()));
+        assert_eq!(claimed.lock().unwrap().len(), PROJECTS * PER_PROJECT);
+        assert_eq!(db.running_count().await.unwrap(), 0);
+        assert!(db.claim_queued(10).await.unwrap().is_empty());
+    }
+}
+
+/// A burst of schedulers over a full queue: each project's oldest deployment is claimed once,
+/// by exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_claims_split_the_queue() {
+    for (t, db) in databases().await {
+        let other = t.connect_again().await;
+        let ann = user(&db, "ann@example.com").await;
+        let mut first = Vec::new();
+        for i in 0..6 {
+            let p = project(&db, &ann, &format!("site{i}")).await;
+            first.push(deploy(&db, &p).await.id);
+            deploy(&db, &p).await;
+        }
+        let claims: Vec<_> = (0..8)
+            .map(|i| {
+                let handle = if i % 2 == 0 { db.clone() } else { other.clone() };
+                tokio::spawn(async move { handle.claim_queued(100).await.unwrap() })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for c in claims {
+            claimed.extend(c.await.unwrap().into_iter().map(|d| d.id));
+        }
+        claimed.sort();
+        first.sort();
+        assert_eq!(claimed, first, "{:?}", db.backend());
+        assert_eq!(db.running_count().await.unwrap(), 6);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deployments_get_consecutive_numbers() {
+    const N: usize = 16;
+    for (t, db) in databases().await {
+        let other = t.connect_again().await;
+        let ann = user(&db, "ann@example.com").await;
+        let p = project(&db, &ann, "site").await;
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let handle = if i % 2 == 0 { db.clone() } else { other.clone() };
+                let p = p.clone();
+                tokio::spawn(async move { deploy(&handle, &p).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let numbers: Vec<i64> = sqlx::query("SELECT number FROM deployments WHERE project_id = $1 ORDER BY number")
+            .bind(p.id.as_str())
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get("number").unwrap())
+            .collect();
+        assert_eq!(numbers, (1..=N as i64).collect::<Vec<_>>(), "{:?}", db.backend());
+        assert_eq!(db.list_deployments(&p.id, 100).await.unwrap().len(), N);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_sign_ups_make_one_admin() {
+    for (t, db) in databases().await {
+        let other = t.connect_again().await;
+        // Rounds on a users table emptied each time (the race is short: give it chances).
+        for round in 0..10 {
+            sqlx::query("DELETE FROM users").execute(&db.pool).await.unwrap();
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let tasks: Vec<_> = (0..8)
+                .map(|i| {
+                    let handle = if i % 2 == 0 { db.clone() } else { other.clone() };
+                    let start = start.clone();
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        user(&handle, &format!("u{i}@example.com")).await
+                    })
+                })
+                .collect();
+            let mut admins = 0;
+            for task in tasks {
+                admins += usize::from(task.await.unwrap().is_admin);
+            }
+            assert_eq!(admins, 1, "{:?}, round {round}", db.backend());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends, schema and log storage
+
+#[tokio::test]
+async fn urls_choose_the_backend() {
+    assert_eq!(Backend::of_url("sqlite:///tmp/x.db").unwrap(), Backend::Sqlite);
+    assert_eq!(Backend::of_url("sqlite:x.db").unwrap(), Backend::Sqlite);
+    assert_eq!(Backend::of_url("postgres://u@h/db").unwrap(), Backend::Postgres);
+    assert_eq!(Backend::of_url("postgresql://u@h:5432/db").unwrap(), Backend::Postgres);
+    assert!(matches!(Backend::of_url("mysql://u@h/db"), Err(DbError::UnsupportedUrl(s)) if s == "mysql:"));
+    assert!(matches!(
+        Database::connect("mysql://u@h/db").await,
+        Err(DbError::UnsupportedUrl(_))
+    ));
+    for (t, db) in databases().await {
+        // The same migrations again (a restart) change nothing.
+        let again = t.connect_again().await;
+        assert_eq!((again.backend(), again.log_storage()), (db.backend(), db.log_storage()));
+    }
+}
+
+#[test]
+fn postgres_is_required_in_ci_only() {
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(postgres_server(None, None, None), None);
+    assert_eq!(postgres_server(s(""), s(""), s("0")), None);
+    assert_eq!(postgres_server(None, s("false"), None), None);
+    assert_eq!(postgres_server(s("postgres://x"), s("true"), None), s("postgres://x"));
+    for (ci, require) in [(s("true"), None), (None, s("1")), (s("1"), s("1"))] {
+        let missing = std::panic::catch_unwind(|| postgres_server(None, ci.clone(), require.clone()));
+        let message = *missing.expect_err("must panic").downcast::<String>().unwrap();
+        assert!(message.contains(POSTGRES_URL_VAR), "{message}");
+    }
+}
+
+/// Build logs: a hypertable only where TimescaleDB can be installed; the detection query works,
+/// and a failed set-up falls back to the plain table untouched.
+#[tokio::test]
+async fn build_logs_fall_back_to_a_plain_table() {
+    for (_t, db) in databases().await {
+        if db.backend() == Backend::Sqlite {
+            assert_eq!(db.log_storage(), LogStorage::Plain);
+            continue;
+        }
+        assert!(timescale::extension_available(&db.pool, "plpgsql").await.unwrap());
+        assert!(
+            !timescale::extension_available(&db.pool, "no_such_extension")
+                .await
+                .unwrap()
+        );
+        if timescale::extension_available(&db.pool, "timescaledb").await.unwrap() {
+            assert_eq!(db.log_storage(), LogStorage::Timescale);
+            continue;
+        }
+        assert_eq!(db.log_storage(), LogStorage::Plain);
+        // As if the server listed the extension but could not create it.
+        assert_eq!(
+            timescale::use_timescale(&db.pool, Some(Duration::from_secs(86_400))).await,
+            LogStorage::Plain
+        );
+        let pkey = sqlx::query("SELECT COUNT(*) AS n FROM pg_constraint WHERE conname = 'log_lines_pkey'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(pkey.try_get::<i64, _>("n").unwrap(), 1, "the plain table keeps its key");
+        let ann = user(&db, "ann@example.com").await;
+        let d = deploy(&db, &project(&db, &ann, "site").await).await;
+        let line = LogLine {
+            seq: 1,
+            ts: Timestamp::now(),
+            stream: LogStream::Stderr,
+            text: "x".into(),
+        };
+        for _ in 0..2 {
+            db.insert_log_lines(&[(d.id.clone(), line.clone())]).await.unwrap();
+        }
+        assert_eq!(db.log_lines(&d.id, 0, 10).await.unwrap(), vec![line]);
+    }
+}
+
+/// PostgreSQL's schema is SQLite's: the same tables, columns and named indexes, every integer a
+/// BIGINT (the `Any` driver reads i64 from INT8), plus a time index on log lines.
+#[tokio::test]
+async fn postgres_schema_mirrors_sqlite() {
+    use std::collections::BTreeSet;
+    let dbs = databases().await;
+    let Some((_, pg)) = dbs.iter().find(|(_, db)| db.backend() == Backend::Postgres) else {
+        return;
+    };
+    let (_, lite) = &dbs[0];
+    let strings =
+        |rows: Vec<AnyRow>| -> BTreeSet<String> { rows.iter().map(|r| r.try_get::<String, _>("x").unwrap()).collect() };
+    let lite_columns = strings(
+        sqlx::query(
+            "SELECT m.name || '.' || c.name || ' ' || CASE WHEN c.type = 'INTEGER' THEN 'int' ELSE lower(c.type) END \
+             AS x FROM sqlite_master m JOIN pragma_table_info(m.name) c \
+             WHERE m.type = 'table' AND m.name NOT IN ('_sqlx_migrations', 'sqlite_sequence')",
+        )
+        .fetch_all(&lite.pool)
+        .await
+        .unwrap(),
+    );
+    let pg_columns = strings(
+        sqlx::query(
+            "SELECT CAST(table_name AS TEXT) || '.' || CAST(column_name AS TEXT) || ' ' || \
+             CASE WHEN data_type = 'bigint' THEN 'int' ELSE CAST(data_type AS TEXT) END AS x \
+             FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+        )
+        .fetch_all(&pg.pool)
+        .await
+        .unwrap(),
+    );
+    assert_eq!(pg_columns, lite_columns);
+    assert!(pg_columns.iter().all(|c| c.ends_with(" int") || c.ends_with(" text")));
+    let lite_indexes = strings(
+        sqlx::query("SELECT name AS x FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'")
+            .fetch_all(&lite.pool)
+            .await
+            .unwrap(),
+    );
+    let mut pg_indexes = strings(
+        sqlx::query(
+            "SELECT CAST(indexname AS TEXT) AS x FROM pg_indexes WHERE schemaname = 'public' \
+             AND indexname NOT LIKE '%\\_pkey' AND indexname NOT LIKE '%\\_key'",
+        )
+        .fetch_all(&pg.pool)
+        .await
+        .unwrap(),
+    );
+    assert!(pg_indexes.remove("log_lines_ts"));
+    assert_eq!(pg_indexes, lite_indexes);
+    // Timescale's "now" for the integer time column, in Unix milliseconds.
+    let now: i64 = sqlx::query("SELECT cloudrunr_unix_ms_now() AS now")
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap()
+        .try_get("now")
+        .unwrap();
+    assert!((now - Timestamp::now().millis()).abs() < 60_000, "{now}");
 }

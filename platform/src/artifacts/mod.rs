@@ -1,0 +1,318 @@
+//! Deployment files, stored content-addressed, behind [`ArtifactStore`].
+//!
+//! A file's bytes are stored once under their SHA-256, whatever deployment or project produced
+//! them; a deployment is a [`Manifest`] mapping paths to hashes. Objects and manifests are
+//! written once and never changed, so a manifest that can be read is complete.
+//!
+//! Two implementations share one layout — `objects/ab/<sha256>` and `manifests/<deployment>.json`:
+//! [`LocalArtifactStore`] in a directory and [`S3ArtifactStore`] under a prefix of an S3 bucket.
+//! [`ArtifactLocation`] parses the configured `file:///dir` or `s3://bucket/prefix`.
+
+mod local;
+mod s3;
+#[cfg(test)]
+mod tests;
+
+pub use local::LocalArtifactStore;
+pub use s3::{S3ArtifactStore, S3Options};
+
+/// Re-exported so that crates wrapping an [`ArtifactStore`] need not depend on `async-trait`.
+pub use async_trait::async_trait;
+
+use crate::{DeploymentId, RelPath};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::io::AsyncRead;
+
+/// The SHA-256 of a file's content, as 64 lowercase hex digits.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ContentHash(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("not a SHA-256 hex digest")]
+pub struct InvalidHash;
+
+impl ContentHash {
+    pub fn parse(raw: &str) -> Result<Self, InvalidHash> {
+        if raw.len() == 64 && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidHash)
+        }
+    }
+
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(hex::encode(Sha256::digest(bytes)))
+    }
+
+    pub fn from_digest(digest: Sha256) -> Self {
+        Self(hex::encode(digest.finalize()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({})", &self.0[..12])
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ContentHash {
+    type Error = InvalidHash;
+    fn try_from(raw: String) -> Result<Self, InvalidHash> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<ContentHash> for String {
+    fn from(h: ContentHash) -> String {
+        h.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub hash: ContentHash,
+    pub size: u64,
+    pub content_type: String,
+}
+
+/// Everything the router needs to serve one deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub deployment_id: DeploymentId,
+    /// Unknown non-asset paths answer with `index.html` (single-page apps).
+    pub spa: bool,
+    pub files: BTreeMap<RelPath, FileEntry>,
+}
+
+impl Manifest {
+    pub fn total_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.size).sum()
+    }
+}
+
+/// An object's bytes, streamed.
+pub struct ObjectReader {
+    pub len: u64,
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} is not in the store")]
+    MissingObject(ContentHash),
+    #[error("artifact store I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("manifest of deployment {0} is corrupt: {1}")]
+    CorruptManifest(DeploymentId, serde_json::Error),
+    /// The object store refused or failed a request (the message names the operation and key;
+    /// it never contains credentials).
+    #[error("artifact store backend: {0}")]
+    Backend(String),
+}
+
+/// Where deployment files live: a local directory or an object store.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync + 'static {
+    /// Stores the file at `src` as object `hash` unless it is there already. Returns whether
+    /// it was new. The caller computed `hash` from the file's content.
+    async fn put_object(&self, hash: &ContentHash, src: &Path) -> Result<bool, StoreError>;
+
+    async fn get_object(&self, hash: &ContentHash) -> Result<ObjectReader, StoreError>;
+
+    async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError>;
+
+    /// `None` when no manifest was stored for the deployment.
+    async fn get_manifest(&self, id: &DeploymentId) -> Result<Option<Manifest>, StoreError>;
+
+    async fn delete_manifest(&self, id: &DeploymentId) -> Result<(), StoreError>;
+
+    /// How many objects the store holds (for operators and tests).
+    async fn object_count(&self) -> Result<u64, StoreError>;
+}
+
+/// The relative key of an object: `objects/ab/abcdef…` (both backends).
+fn object_key(hash: &ContentHash) -> String {
+    format!("objects/{}/{}", &hash.as_str()[..2], hash.as_str())
+}
+
+/// The relative key of a manifest: `manifests/<id>.json` (both backends).
+fn manifest_key(id: &DeploymentId) -> String {
+    format!("manifests/{id}.json")
+}
+
+/// Where the artifact store is, as configured (`CLOUDRUNR_ARTIFACT_STORE`):
+/// `file:///absolute/dir` or `s3://bucket[/prefix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactLocation {
+    Local(PathBuf),
+    S3(S3Location),
+}
+
+/// A bucket and a key prefix inside it. The prefix has no leading or trailing `/` and is empty
+/// for the whole bucket; keys are `<prefix>/objects/…` and `<prefix>/manifests/…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+/// A `CLOUDRUNR_ARTIFACT_STORE` value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid artifact store location {location:?}: {reason}")]
+pub struct InvalidLocation {
+    pub location: String,
+    pub reason: String,
+}
+
+impl ArtifactLocation {
+    /// Parses `file:///absolute/dir` or `s3://bucket[/prefix]`.
+    ///
+    /// Buckets follow S3's naming rules (3–63 characters of `a-z 0-9 . -`, starting and ending
+    /// with a letter or digit, no `..`, not an IP address, none of the reserved prefixes and
+    /// suffixes). A prefix is `/`-separated segments of S3's safe characters
+    /// (`A-Z a-z 0-9 ! - _ . * ' ( )`), none of them empty or `.`, and no `..` anywhere.
+    pub fn parse(raw: &str) -> Result<Self, InvalidLocation> {
+        let invalid = |reason: &str| InvalidLocation {
+            location: raw.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Some(path) = raw.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(invalid("a file location needs an absolute path: file:///dir"));
+            }
+            if path.chars().any(char::is_control) {
+                return Err(invalid("the path contains a control character"));
+            }
+            return Ok(Self::Local(PathBuf::from(path)));
+        }
+        if let Some(rest) = raw.strip_prefix("s3://") {
+            if let Some((_, after)) = rest.rsplit_once('@') {
+                // Never repeat what may be a secret: credentials come from the AWS chain.
+                return Err(InvalidLocation {
+                    location: format!("s3://[redacted]@{after}"),
+                    reason: "credentials do not belong in the location: use the AWS configuration chain".into(),
+                });
+            }
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            return S3Location::new(bucket, prefix)
+                .map(Self::S3)
+                .map_err(|reason| invalid(&reason));
+        }
+        Err(invalid("expected file:///dir or s3://bucket/prefix"))
+    }
+
+    /// Opens the store: creates the directory, or connects to the bucket (see
+    /// [`S3ArtifactStore::connect`]; `s3` is ignored for a local directory).
+    pub async fn open(&self, s3: S3Options) -> Result<Arc<dyn ArtifactStore>, StoreError> {
+        Ok(match self {
+            Self::Local(dir) => Arc::new(LocalArtifactStore::open(dir.clone()).await?),
+            Self::S3(location) => Arc::new(S3ArtifactStore::connect(location.clone(), s3).await?),
+        })
+    }
+}
+
+impl fmt::Display for ArtifactLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(dir) => write!(f, "file://{}", dir.display()),
+            Self::S3(location) => location.fmt(f),
+        }
+    }
+}
+
+impl S3Location {
+    /// Validates a bucket name and a prefix; surrounding `/` of the prefix are dropped. The error
+    /// says what is wrong.
+    pub fn new(bucket: &str, prefix: &str) -> Result<Self, String> {
+        check_bucket(bucket)?;
+        let prefix = prefix.trim_matches('/');
+        if !prefix.is_empty() {
+            check_prefix(prefix)?;
+        }
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for S3Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix.is_empty() {
+            write!(f, "s3://{}", self.bucket)
+        } else {
+            write!(f, "s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// S3's bucket naming rules for general purpose buckets.
+fn check_bucket(bucket: &str) -> Result<(), String> {
+    if !(3..=63).contains(&bucket.len()) {
+        return Err("a bucket name has 3 to 63 characters".into());
+    }
+    if !bucket
+        .bytes()
+        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
+    {
+        return Err("a bucket name has only lowercase letters, digits, dots and hyphens".into());
+    }
+    let edge_ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !edge_ok(bucket.as_bytes()[0]) || !edge_ok(bucket.as_bytes()[bucket.len() - 1]) {
+        return Err("a bucket name starts and ends with a letter or digit".into());
+    }
+    if bucket.contains("..") {
+        return Err("a bucket name has no two adjacent dots".into());
+    }
+    if bucket.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("a bucket name is not an IP address".into());
+    }
+    const RESERVED_PREFIXES: [&str; 3] = ["xn--", "sthree-", "amzn-s3-demo-"];
+    const RESERVED_SUFFIXES: [&str; 5] = ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"];
+    if RESERVED_PREFIXES.iter().any(|p| bucket.starts_with(p)) || RESERVED_SUFFIXES.iter().any(|s| bucket.ends_with(s))
+    {
+        return Err("the bucket name uses a prefix or suffix reserved by S3".into());
+    }
+    Ok(())
+}
+
+/// A key prefix: `/`-separated segments of S3's safe characters, no empty or `.` segment, no `..`.
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    // Keys are at most 1024 bytes; leave room for `/manifests/<id>.json` and `/objects/ab/<hash>`.
+    if prefix.len() > 512 {
+        return Err("the prefix is longer than 512 bytes".into());
+    }
+    if prefix.contains("..") {
+        return Err("the prefix contains `..`".into());
+    }
+    for segment in prefix.split('/') {
+        match segment {
+            "" => return Err("the prefix has an empty segment (`//`)".into()),
+            "." => return Err("the prefix has a `.` segment".into()),
+            _ => {}
+        }
+        let safe = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c);
+        if !segment.chars().all(safe) {
+            return Err("the prefix has characters other than A-Z a-z 0-9 ! - _ . * ' ( ) and /".into());
+        }
+    }
+    Ok(())
+}
