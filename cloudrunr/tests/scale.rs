@@ -175,19 +175,26 @@ async fn wait_for_lines(p: &Platform, token: &str, id: &str, n: usize) {
     panic!("no {n} lines stored\n{}", p.server_log());
 }
 
-/// moto's default VPC subnets (EC2 DescribeSubnets; moto's Fargate tasks need a real one).
-async fn default_subnet(services: &Services) -> String {
+/// One call to moto's EC2 query API; the XML it answers.
+async fn ec2_query(services: &Services, params: &[(&str, &str)]) -> String {
+    let mut form = vec![("Version", "2016-11-15")];
+    form.extend_from_slice(params);
     let resp = reqwest::Client::new()
         .post(format!("{}/", services.aws))
         .header(
             "authorization",
             "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
         )
-        .form(&[("Action", "DescribeSubnets"), ("Version", "2016-11-15")])
+        .form(&form)
         .send()
         .await
-        .expect("DescribeSubnets");
-    let xml = resp.text().await.unwrap();
+        .expect("an EC2 call");
+    resp.text().await.unwrap()
+}
+
+/// moto's default VPC subnets (EC2 DescribeSubnets; moto's Fargate tasks need a real one).
+async fn default_subnet(services: &Services) -> String {
+    let xml = ec2_query(services, &[("Action", "DescribeSubnets")]).await;
     let start = xml.find("<subnetId>").expect("a subnet") + "<subnetId>".len();
     xml[start..].split('<').next().unwrap().to_owned()
 }
@@ -243,6 +250,29 @@ async fn builds_on_ecs_run_the_task_with_only_their_own_credentials() {
     // The API ran a task with the deployment's parameters as overrides.
     let task = wait_for_task(&ecs, &cluster_name, &family).await;
     assert_eq!(task.launch_type().map(|l| l.as_str()), Some("FARGATE"));
+    assert!(task.cluster_arn().unwrap().ends_with(&format!("/{cluster_name}")));
+    assert!(task.task_definition_arn().unwrap().contains(&format!("/{family}:")));
+    // The network configuration reached ECS: the task's interface sits in the configured
+    // subnet, behind the configured security group.
+    let eni = &task.attachments()[0];
+    let detail = |name: &str| {
+        eni.details()
+            .iter()
+            .find(|d| d.name() == Some(name))
+            .and_then(|d| d.value())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(detail("subnetId"), subnet);
+    let groups = ec2_query(
+        &services,
+        &[
+            ("Action", "DescribeNetworkInterfaces"),
+            ("NetworkInterfaceId.1", &detail("networkInterfaceId")),
+        ],
+    )
+    .await;
+    assert!(groups.contains("<groupId>sg-0123456789abcdef0</groupId>"), "{groups}");
     let overrides = &task.overrides().unwrap().container_overrides()[0];
     assert_eq!(overrides.name(), Some("build"));
     assert_eq!(overrides.command(), ["build"]);
