@@ -6,6 +6,7 @@
 //! database: the same code runs inside the platform's process ([`LocalExecutor`]) or on a remote
 //! worker.
 
+pub mod compress;
 pub mod detect;
 pub mod ecs;
 pub mod git;
@@ -18,6 +19,7 @@ pub mod remote;
 pub mod remote_executor;
 mod run;
 pub mod sandbox;
+mod site_rules;
 
 pub use local::{LocalExecutor, LocalExecutorConfig};
 pub use run::{BuildContext, run_build};

@@ -1,5 +1,6 @@
 //! The embedded executor: builds run in this process's tasks, their commands in bubblewrap.
 
+use crate::compress::Compression;
 use crate::git::Git;
 use crate::run::{BuildContext, run_build};
 use crate::sandbox::Sandbox;
@@ -27,6 +28,9 @@ pub struct LocalExecutorConfig {
     pub limits: BuildLimits,
     /// Build workspaces and dependency caches go under here (`builds/`, `cache/`).
     pub data_dir: PathBuf,
+    /// Where uploads make their precompressed variants: for builds inside a server, a helper
+    /// process ([`Compression::this_program`]).
+    pub compression: Compression,
 }
 
 impl LocalExecutor {
@@ -49,6 +53,7 @@ impl LocalExecutor {
             work_root: cfg.data_dir.join("builds"),
             cache_root: cfg.data_dir.join("cache"),
             limits: cfg.limits,
+            compression: cfg.compression,
         };
         Self {
             ctx: Arc::new(ctx),

@@ -5,7 +5,9 @@
 //! stored under its SHA-256, so unchanged files cost nothing on the next deployment, and the
 //! manifest is written last: once it exists, the deployment is complete.
 
+use crate::compress::{self, Compression};
 use crate::logs::BuildLog;
+use futures::{StreamExt, TryStreamExt};
 use platform::artifacts::{ArtifactStore, ContentHash, FileEntry, Manifest, StoreError};
 use platform::model::ArtifactSummary;
 use platform::{DeploymentId, RelPath};
@@ -149,13 +151,153 @@ pub fn content_type(rel: &RelPath) -> String {
     }
 }
 
-/// Stores every file of `dir` and then the manifest of `deployment`.
+/// One file stored (its variants come later).
+struct Stored {
+    rel: RelPath,
+    path: PathBuf,
+    entry: FileEntry,
+    /// The file's content was not in the store yet.
+    new: bool,
+}
+
+impl Stored {
+    /// Whether the file is worth compressing (see [`compress`]).
+    fn compressible(&self) -> bool {
+        self.entry.size >= compress::MIN_COMPRESS_BYTES && compress::is_compressible(&self.entry.content_type)
+    }
+}
+
+/// Hashes one file and stores it.
+async fn store_file(f: Found, store: &dyn ArtifactStore) -> Result<Stored, OutputError> {
+    let path = f.path.clone();
+    let hash = tokio::task::spawn_blocking(move || hash_file(&path))
+        .await
+        .map_err(|e| OutputError::Io(std::io::Error::other(e)))??;
+    let new = store.put_object(&hash, &f.path).await?;
+    let content_type = content_type(&f.rel);
+    Ok(Stored {
+        rel: f.rel,
+        path: f.path,
+        entry: FileEntry {
+            hash,
+            size: f.size,
+            content_type,
+            encodings: Default::default(),
+        },
+        new,
+    })
+}
+
+/// Makes the variants of the compressible files among `stored`, stores them and records them in
+/// the entries. Compression only makes serving faster: if it fails, the build log says so and
+/// the files are served as they are.
+async fn store_variants(
+    stored: &mut [Stored],
+    compression: &Compression,
+    store: &dyn ArtifactStore,
+    log: &BuildLog,
+) -> Result<VariantSummary, OutputError> {
+    let mut summary = VariantSummary::default();
+    let chosen: Vec<usize> = (0..stored.len()).filter(|&i| stored[i].compressible()).collect();
+    if chosen.is_empty() {
+        return Ok(summary);
+    }
+    // Written here before they are stored; removed when this returns.
+    let scratch = tempfile::Builder::new().prefix("cloudrunr-variants-").tempdir()?;
+    let jobs = chosen
+        .iter()
+        .map(|&i| compress::Job {
+            src: stored[i].path.clone(),
+            size: stored[i].entry.size,
+        })
+        .collect();
+    let encoded = match compress::compress_all(compression, jobs, scratch.path(), upload_concurrency()).await {
+        Ok(encoded) => encoded,
+        Err(e) => {
+            log.system(format!(
+                "Cannot precompress the files, they are served as they are: {e}"
+            ))
+            .await;
+            return Ok(summary);
+        }
+    };
+    // Owned, so that the uploads' futures borrow nothing but the store.
+    let uploads: Vec<(ContentHash, PathBuf)> = encoded
+        .iter()
+        .flatten()
+        .map(|e| (e.variant.hash.clone(), e.path.clone()))
+        .collect();
+    let new: Vec<bool> = futures::stream::iter(uploads)
+        .map(|(hash, path)| async move { store.put_object(&hash, &path).await })
+        .buffer_unordered(upload_concurrency())
+        .try_collect()
+        .await?;
+    summary.new = new.iter().filter(|&&n| n).count() as u64;
+    for (&i, variants) in chosen.iter().zip(&encoded) {
+        let entry = &mut stored[i].entry;
+        entry.encodings = compress::Encoded::encodings(variants);
+        summary.add(entry);
+    }
+    Ok(summary)
+}
+
+/// How many files are hashed, compressed and stored at once: compression is CPU-bound, so about
+/// one per core, but a few at least so that uploads to a remote store overlap.
+fn upload_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
+}
+
+/// What compression added to an upload, for the build log.
+#[derive(Debug, Default)]
+struct VariantSummary {
+    /// Files with at least one variant.
+    files: u64,
+    bytes: u64,
+    br: u64,
+    br_bytes: u64,
+    gzip: u64,
+    new: u64,
+}
+
+impl VariantSummary {
+    fn add(&mut self, entry: &FileEntry) {
+        let encodings = &entry.encodings;
+        if encodings.is_empty() {
+            return;
+        }
+        self.files += 1;
+        self.bytes += entry.size;
+        if let Some(br) = &encodings.br {
+            self.br += 1;
+            self.br_bytes += br.size;
+        }
+        self.gzip += u64::from(encodings.gzip.is_some());
+    }
+}
+
+impl std::fmt::Display for VariantSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Precompressed {} files: {} brotli and {} gzip variants ({} new)",
+            self.files, self.br, self.gzip, self.new
+        )?;
+        if self.br == self.files && self.bytes > 0 {
+            write!(f, "; brotli saves {}%", 100 - self.br_bytes * 100 / self.bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Stores every file of `dir`, then the compressed variants of those worth it (made as
+/// `compression` says), then the manifest of `deployment`.
 pub async fn store_output(
     dir: &Path,
     deployment: &DeploymentId,
     spa: bool,
     limits: Limits,
     store: &dyn ArtifactStore,
+    compression: &Compression,
     log: &BuildLog,
 ) -> Result<ArtifactSummary, OutputError> {
     let walk_dir = dir.to_path_buf();
@@ -165,39 +307,43 @@ pub async fn store_output(
     for note in &skipped {
         log.system(format!("Skipped {note}")).await;
     }
+    // `_redirects` and `_headers` configure the site: parsed into the manifest, not served.
+    let rules = crate::site_rules::read(dir, log).await;
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|f| !crate::site_rules::is_rules_file(&f.rel))
+        .collect();
     let mut summary = ArtifactSummary {
         files: 0,
         bytes: 0,
         new_files: 0,
         new_bytes: 0,
     };
+    let mut stored: Vec<Stored> = futures::stream::iter(found)
+        .map(|f| store_file(f, store))
+        .buffer_unordered(upload_concurrency())
+        .try_collect()
+        .await?;
+    let variants = store_variants(&mut stored, compression, store, log).await?;
+    if variants.files > 0 {
+        log.system(variants.to_string()).await;
+    }
     let mut files = BTreeMap::new();
-    for f in found {
-        let path = f.path.clone();
-        let hash = tokio::task::spawn_blocking(move || hash_file(&path))
-            .await
-            .map_err(|e| OutputError::Io(std::io::Error::other(e)))??;
-        if store.put_object(&hash, &f.path).await? {
+    for file in stored {
+        if file.new {
             summary.new_files += 1;
-            summary.new_bytes += f.size;
+            summary.new_bytes += file.entry.size;
         }
         summary.files += 1;
-        summary.bytes += f.size;
-        let content_type = content_type(&f.rel);
-        files.insert(
-            f.rel,
-            FileEntry {
-                hash,
-                size: f.size,
-                content_type,
-            },
-        );
+        summary.bytes += file.entry.size;
+        files.insert(file.rel, file.entry);
     }
     store
         .put_manifest(&Manifest {
             deployment_id: deployment.clone(),
             spa,
             files,
+            rules,
         })
         .await?;
     Ok(summary)
@@ -206,6 +352,7 @@ pub async fn store_output(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use platform::artifacts::LocalArtifactStore;
     use std::os::unix::fs::symlink;
 
     const LIMITS: Limits = Limits {
@@ -273,6 +420,94 @@ mod tests {
         assert!(!ok("root/etc"));
         assert!(!ok("b/dist"));
         assert!(!ok("missing"));
+    }
+
+    #[tokio::test]
+    async fn uploads_store_compressed_variants_of_compressible_files_only() {
+        use platform::bus::{InProcessBus, LogBus};
+        use std::io::Read;
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("dist");
+        std::fs::create_dir_all(out.join("assets")).unwrap();
+        let script: String = (0..400)
+            .map(|i| format!("export const value{i} = compute({i}, \"item-{}\");\n", i % 17))
+            .collect();
+        let mut x = 0x2545f4914f6cdd1du64;
+        let noise: Vec<u8> = (0..8000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        std::fs::write(out.join("assets/app.js"), &script).unwrap();
+        std::fs::write(out.join("small.css"), "body{margin:0}").unwrap();
+        std::fs::write(out.join("noise.txt"), &noise).unwrap();
+        // Compressible bytes, but an image type: left alone.
+        let image = format!("\u{89}PNG{script}");
+        std::fs::write(out.join("logo.png"), &image).unwrap();
+
+        let store = LocalArtifactStore::open(dir.path().join("store")).await.unwrap();
+        let bus: Arc<dyn LogBus> = Arc::new(InProcessBus::new());
+        let deployment = DeploymentId::generate();
+        let log = BuildLog::new(deployment.clone(), bus, 1, &[]);
+        let summary = store_output(&out, &deployment, false, LIMITS, &store, &Compression::InProcess, &log)
+            .await
+            .unwrap();
+        assert_eq!(
+            (summary.files, summary.new_files),
+            (4, 4),
+            "variants are not deployment files"
+        );
+        assert_eq!(summary.bytes, (script.len() + image.len() + 14 + noise.len()) as u64);
+        assert_eq!(store.object_count().await.unwrap(), 4 + 2);
+
+        let manifest = store.get_manifest(&deployment).await.unwrap().unwrap();
+        let entry = |p: &str| manifest.files[&RelPath::parse(p).unwrap()].clone();
+        let read = |hash: &ContentHash| {
+            let store = store.clone();
+            let hash = hash.clone();
+            async move {
+                let mut object = store.get_object(&hash).await.unwrap();
+                let mut bytes = Vec::new();
+                tokio::io::AsyncReadExt::read_to_end(&mut object.reader, &mut bytes)
+                    .await
+                    .unwrap();
+                bytes
+            }
+        };
+        let js = entry("assets/app.js");
+        let br = js.encodings.br.clone().expect("a brotli variant");
+        let gzip = js.encodings.gzip.clone().expect("a gzip variant");
+        assert!(br.size < gzip.size && gzip.size < js.size, "{js:?}");
+        let mut decoded = Vec::new();
+        brotli::Decompressor::new(&read(&br.hash).await[..], 4096)
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, script.as_bytes());
+        decoded.clear();
+        flate2::read::GzDecoder::new(&read(&gzip.hash).await[..])
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, script.as_bytes());
+        assert_eq!(read(&js.hash).await, script.as_bytes(), "the original is stored as is");
+        // Too small, incompressible, or an image: served as they are.
+        for plain in ["small.css", "noise.txt", "logo.png"] {
+            assert!(entry(plain).encodings.is_empty(), "{plain}");
+        }
+
+        // The same files again: nothing new, the same variants.
+        let again = DeploymentId::generate();
+        let summary = store_output(&out, &again, false, LIMITS, &store, &Compression::InProcess, &log)
+            .await
+            .unwrap();
+        assert_eq!(summary.new_files, 0);
+        assert_eq!(store.object_count().await.unwrap(), 6);
+        let second = store.get_manifest(&again).await.unwrap().unwrap();
+        assert_eq!(second.files, manifest.files);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The life of one build, from clone to manifest, reported on the log bus as it goes.
 
+use crate::compress::Compression;
 use crate::detect::{self, BuildPlan};
 use crate::git::{Git, GitError, Output, Source};
 use crate::logs::BuildLog;
@@ -31,6 +32,8 @@ pub struct BuildContext {
     /// Per-project dependency caches live under here.
     pub cache_root: PathBuf,
     pub limits: BuildLimits,
+    /// Where the upload's precompressed variants are made.
+    pub compression: Compression,
 }
 
 /// Why a build did not produce a deployment.
@@ -267,7 +270,15 @@ async fn build(
         max_bytes: ctx.limits.max_output_bytes,
     };
     let out_dir = out_rel.under(&src);
-    let upload = output::store_output(&out_dir, &job.deployment_id, plan.spa, limits, &*ctx.store, log);
+    let upload = output::store_output(
+        &out_dir,
+        &job.deployment_id,
+        plan.spa,
+        limits,
+        &*ctx.store,
+        &ctx.compression,
+        log,
+    );
     let summary = stopper
         .guard(upload)
         .await?

@@ -102,6 +102,7 @@ pub async fn executor(
                 git: settings.git.clone(),
                 limits: settings.build.clone(),
                 data_dir: settings.data_dir.clone(),
+                compression: builder::compress::Compression::this_program(),
             })
             .await,
         ),

@@ -52,6 +52,8 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         work_root,
         cache_root,
         limits,
+        // This process ends with the build: nothing to keep small.
+        compression: builder::compress::Compression::InProcess,
     };
 
     tokio::spawn({

@@ -6,7 +6,8 @@ use crate::config::Config;
 use crate::server;
 use anyhow::Context;
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::uri::Authority;
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use platform::artifacts::ArtifactStore;
 use platform::bus::LogBus;
@@ -130,33 +131,53 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
     sites.spawn_watcher(bus);
     let app = axum::Router::new().fallback(serve_site).with_state(SiteFront {
         sites,
-        settings: settings.sites.clone(),
+        settings: Arc::new(settings.sites.clone()),
     });
     println!("cloudrunr router listening on http://{bound}");
     println!("  Sites: {}", settings.sites.url_for("<project>"));
     server::run(listener, app).await
 }
 
+/// Cloned for every request (axum's `State`), so everything in it is behind an `Arc`.
 #[derive(Clone)]
 struct SiteFront {
     sites: router::Sites,
-    settings: SitesSettings,
+    settings: Arc<SitesSettings>,
 }
 
 async fn serve_site(State(front): State<SiteFront>, req: Request) -> Response {
-    match host_of(&req).as_deref().and_then(|h| front.settings.site_label(h)) {
+    let host = host_of(&req);
+    match host.as_ref().and_then(|h| front.settings.site_label(h.as_str())) {
         Some(label) => front.sites.serve(label, req).await,
         None => router::not_a_site(&req),
     }
 }
 
-/// The Host a request is for (HTTP/1.1 Host header, or the authority of an absolute URI).
-pub fn host_of(req: &Request) -> Option<String> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .map(str::to_owned)
+/// The Host a request is for: the HTTP/1.1 Host header, or the authority of an absolute URI.
+pub fn host_of(req: &Request) -> Option<Host> {
+    let header = req.headers().get(header::HOST).filter(|h| h.to_str().is_ok());
+    match (header, req.uri().authority()) {
+        (Some(h), _) => Some(Host::Header(h.clone())),
+        (None, Some(a)) => Some(Host::Authority(a.clone())),
+        (None, None) => None,
+    }
+}
+
+/// A request's host, held apart from the request (so that the request can be handed on while
+/// its host is in use) without copying it: both forms share the request's bytes.
+pub enum Host {
+    /// A Host header known to be visible ASCII.
+    Header(HeaderValue),
+    Authority(Authority),
+}
+
+impl Host {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Host::Header(h) => h.to_str().unwrap_or_default(),
+            Host::Authority(a) => a.as_str(),
+        }
+    }
 }
 
 /// `cloudrunr log-consumer`: writes build events from Kafka to the database. Several may run; they

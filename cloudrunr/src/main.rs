@@ -7,6 +7,7 @@ mod config;
 mod serve;
 mod server;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -38,6 +39,10 @@ enum Command {
     Build(config::BuildArgs),
     /// Brings the database schema up to date and exits.
     Migrate(config::Config),
+    /// Makes the precompressed variants of an upload's files: the jobs come as JSON on stdin, the
+    /// variants go to SCRATCH and their list to stdout (run by the builder, not by hand).
+    #[command(name = "compress-variants", hide = true)]
+    CompressVariants { scratch: std::path::PathBuf },
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -58,6 +63,11 @@ fn main() -> anyhow::Result<ExitCode> {
             Command::LogConsumer(c) => components::log_consumer(c).await,
             Command::Migrate(c) => components::migrate(c).await,
             Command::Build(args) => return build::build(args).await,
+            // Plain threads that compress, then exit (and give all their memory back).
+            Command::CompressVariants { scratch } => {
+                builder::compress::helper(&scratch, std::io::stdin().lock(), std::io::stdout().lock())
+                    .context("cannot make the variants")
+            }
         }
         .map(|()| ExitCode::SUCCESS)
     });

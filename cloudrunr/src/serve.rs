@@ -47,7 +47,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let front = Front {
         api: api::router(state).merge(hooks),
         sites,
-        settings: settings.sites.clone(),
+        settings: Arc::new(settings.sites.clone()),
     };
     let app = axum::Router::new().fallback(dispatch).with_state(front);
 
@@ -73,15 +73,17 @@ impl NoticeListener for RouteListener {
 }
 
 /// Routes each request by its Host: `<label>.<sites domain>` to the router, anything else to the API.
+/// Cloned for every request (axum's `State`), so everything in it is behind an `Arc`.
 #[derive(Clone)]
 struct Front {
     api: axum::Router,
     sites: router::Sites,
-    settings: SitesSettings,
+    settings: Arc<SitesSettings>,
 }
 
 async fn dispatch(State(front): State<Front>, req: Request) -> Response {
-    if let Some(label) = host_of(&req).as_deref().and_then(|h| front.settings.site_label(h)) {
+    let host = host_of(&req);
+    if let Some(label) = host.as_ref().and_then(|h| front.settings.site_label(h.as_str())) {
         return front.sites.serve(label, req).await;
     }
     match front.api.oneshot(req).await {

@@ -1,6 +1,7 @@
 //! What every HTTP component shares: binding, serving until a signal, shutting down in time.
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -18,8 +19,17 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)>
 }
 
 /// Serves `app` until SIGINT or SIGTERM.
+///
+/// Accepted connections get `TCP_NODELAY`: a response goes out as soon as it is written, rather
+/// than waiting (Nagle's algorithm) for the acknowledgement of the previous segment — which,
+/// against a client's delayed ACKs, can hold a streamed body's first chunk back for 40 ms.
 pub async fn run(listener: TcpListener, app: axum::Router) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::spawn({

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod model;
 pub mod names;
 pub mod settings;
+pub mod site_rules;
 pub mod time;
 
 pub use ids::{DeploymentId, ProjectId, TokenId, UserId};

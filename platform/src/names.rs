@@ -347,6 +347,14 @@ pub enum RelPathError {
     TooLong,
 }
 
+/// Lets maps keyed by `RelPath` be searched with a `&str` (the router's lookups): the order and
+/// equality are those of the inner string.
+impl std::borrow::Borrow<str> for RelPath {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl RelPath {
     pub const MAX_LEN: usize = 1024;
 

@@ -10,11 +10,14 @@
 /// positive pins a stale file in caches for a year, so the test leans towards "no".
 pub fn is_hashed_asset(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
-    let tokens: Vec<&str> = name.split(['.', '-', '_']).collect();
-    if tokens.len() < 3 {
-        return false;
+    // Runs on every file response: walk the tokens rather than collect them.
+    let mut tokens = name.split(['.', '-', '_']).skip(1).peekable();
+    while let Some(token) = tokens.next() {
+        if tokens.peek().is_some() && looks_like_hash(token) {
+            return true;
+        }
     }
-    tokens[1..tokens.len() - 1].iter().any(|t| looks_like_hash(t))
+    false
 }
 
 fn looks_like_hash(token: &str) -> bool {

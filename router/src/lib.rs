@@ -8,10 +8,13 @@
 
 mod assets;
 pub mod cache;
+mod encoding;
 mod error;
 mod path;
+mod range;
 mod resolve;
 mod respond;
+mod rules;
 mod table;
 mod watcher;
 
@@ -21,6 +24,7 @@ pub use error::RouterError;
 
 use arc_swap::ArcSwap;
 use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use futures::StreamExt;
@@ -175,7 +179,21 @@ impl Sites {
     /// Answers a request for the site whose host label is `label` (the caller extracted it from
     /// the Host header with `SitesSettings::site_label`; compared case-insensitively).
     pub async fn serve(&self, label: &str, req: Request) -> Response {
-        let head = match *req.method() {
+        // The head only: a body is not `Sync`, and the answer does not depend on it.
+        let (req, _) = req.into_parts();
+        let mut response = self.serve_site(label, &req).await;
+        // Previews and deployments' own hostnames are not for search engines: every answer under
+        // them says so, error pages and redirects included.
+        if label.contains("--") {
+            response
+                .headers_mut()
+                .insert("x-robots-tag", axum::http::HeaderValue::from_static("noindex"));
+        }
+        response
+    }
+
+    async fn serve_site(&self, label: &str, req: &Parts) -> Response {
+        let head = match req.method {
             Method::GET => false,
             Method::HEAD => true,
             _ => return respond::page(StatusCode::METHOD_NOT_ALLOWED, Page::MethodNotAllowed, false),
@@ -204,13 +222,7 @@ impl Sites {
                     None => return respond::page(StatusCode::NOT_FOUND, Page::NoSite, head),
                 },
             };
-            let mut resp = self
-                .respond(&manifest, req.uri().path(), req.headers(), head, label)
-                .await;
-            // Previews are not for search engines.
-            resp.headers_mut()
-                .insert("x-robots-tag", axum::http::HeaderValue::from_static("noindex"));
-            return resp;
+            return self.respond(&manifest, req, head, label).await;
         }
         let manifest = match &site.content {
             Content::Live(manifest) => Arc::clone(manifest),
@@ -220,8 +232,7 @@ impl Sites {
             }
             Content::Unavailable => return respond::page(StatusCode::BAD_GATEWAY, Page::Unavailable, head),
         };
-        self.respond(&manifest, req.uri().path(), req.headers(), head, label)
-            .await
+        self.respond(&manifest, req, head, label).await
     }
 
     /// The manifest of a deployment served at its own hostname: from memory, or read from the
@@ -241,14 +252,13 @@ impl Sites {
     }
 
     /// Answers `req` from one deployment's manifest.
-    async fn respond(
-        &self,
-        manifest: &Manifest,
-        raw_path: &str,
-        headers: &HeaderMap,
-        head: bool,
-        label: &str,
-    ) -> Response {
+    ///
+    /// The path is resolved with the deployment's clean-URL scheme and its `_redirects` rules
+    /// ([`rules::answer`]: compiled when the manifest was read, so nothing is parsed here), then
+    /// its `_headers` are added to whatever answers. A site without rules pays for neither.
+    async fn respond(&self, manifest: &Manifest, req: &Parts, head: bool, label: &str) -> Response {
+        let raw_path = req.uri.path();
+        let headers: &HeaderMap = &req.headers;
         let path = match RequestPath::parse(raw_path) {
             Ok(path) => path,
             Err(e) => {
@@ -256,10 +266,23 @@ impl Sites {
                 return respond::page(StatusCode::BAD_REQUEST, Page::BadPath, head);
             }
         };
-        match resolve::resolve(manifest, &path) {
-            Some(found) => respond::file(self.inner.store.as_ref(), found, headers, head).await,
-            None => respond::page(StatusCode::NOT_FOUND, Page::NotFound, head),
+        let answer = rules::answer(manifest, &path, req.uri.query());
+        let mut response = match &answer {
+            rules::Answer::File(found) => respond::file(self.inner.store.as_ref(), *found, headers, head).await,
+            rules::Answer::Fallback(found) => respond::fallback(self.inner.store.as_ref(), *found, headers, head).await,
+            rules::Answer::Redirect { status, location } => match rules::redirect(*status, location) {
+                Some(response) => response,
+                None => {
+                    tracing::warn!(label, location, "a redirect's target is not a valid Location");
+                    respond::page(StatusCode::BAD_GATEWAY, Page::Unavailable, head)
+                }
+            },
+            rules::Answer::NotFound(status) => respond::page(*status, Page::NotFound, head),
+        };
+        if !manifest.rules.headers.is_empty() {
+            rules::add_headers(response.headers_mut(), &manifest.rules, &path.path, answer.file_path());
         }
+        response
     }
 
     /// The route's previews by label part, reusing manifests already loaded. A preview whose
@@ -336,4 +359,11 @@ fn previous_content(current: &Table, project: &ProjectId) -> Content {
         .site_of(project)
         .and_then(|s| s.live_manifest())
         .map_or(Content::Unavailable, Content::Live)
+}
+
+/// Axum handlers must be `Send`: so must the answer to a request, whatever it awaits.
+#[allow(dead_code)]
+fn serving_is_send(sites: &Sites, req: Request) {
+    fn send<T: Send>(_: &T) {}
+    send(&sites.serve("label", req));
 }

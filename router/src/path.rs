@@ -4,7 +4,25 @@
 //! the deployment's manifest, so even a path that slipped through could not read outside it. The
 //! checks here exist so that traversal attempts get a clear 400 instead of an accidental match.
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+/// What is percent-encoded when a decoded segment goes back into a URL (a `Location` header):
+/// anything that would split or end the segment, and everything outside visible ASCII.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 
 /// A request path after percent-decoding and normalization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +52,13 @@ impl RequestPath {
     /// Decoding happens before splitting, so `%2f` separates segments and `%2e%2e` is `..`:
     /// a segment is judged by what it means, not by how it was spelled.
     pub(crate) fn parse(raw: &str) -> Result<Self, BadPath> {
+        match Self::parse_plain(raw) {
+            Some(plain) => Ok(plain),
+            None => Self::parse_full(raw),
+        }
+    }
+
+    fn parse_full(raw: &str) -> Result<Self, BadPath> {
         let bytes: Vec<u8> = percent_decode_str(raw).collect();
         let decoded = String::from_utf8(bytes).map_err(|_| BadPath::NotUtf8)?;
         if decoded.contains('\0') {
@@ -55,10 +80,46 @@ impl RequestPath {
         Ok(Self { path, dir })
     }
 
+    /// The common case in one pass and one allocation: a path with nothing to decode or drop (no
+    /// `%`, NUL or backslash; no empty, `.` or `..` segment but a final slash). `None` sends
+    /// anything else through the full parse, which gives the same answer for these.
+    fn parse_plain(raw: &str) -> Option<Self> {
+        let body = raw.strip_prefix('/')?;
+        let (body, dir) = match body.strip_suffix('/') {
+            Some(body) => (body, true),
+            None => (body, body.is_empty()),
+        };
+        if body.bytes().any(|b| matches!(b, b'%' | b'\\' | 0)) {
+            return None;
+        }
+        if !body.is_empty() && body.split('/').any(|s| matches!(s, "" | "." | "..")) {
+            return None;
+        }
+        Some(Self {
+            path: body.to_owned(),
+            dir,
+        })
+    }
+
     /// The last segment, `None` at the root.
     pub(crate) fn file_name(&self) -> Option<&str> {
         self.path.rsplit('/').next().filter(|s| !s.is_empty())
     }
+}
+
+/// `/` followed by `path`'s segments percent-encoded, and a trailing `/` when `dir` (the root is
+/// `/`): a URL path that parses back to the same [`RequestPath`]. Never starts with `//`:
+/// segments of a normalized path are not empty.
+pub(crate) fn url_path(path: &str, dir: bool) -> String {
+    let mut out = String::with_capacity(path.len() + 2);
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.extend(utf8_percent_encode(segment, SEGMENT));
+    }
+    if dir || out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// The extension of a file name, as `RelPath::extension` sees it: `.env` has none, `a.` has none.
@@ -106,6 +167,62 @@ mod tests {
         assert_eq!(bad("/a%5C..%5Cb"), Some(BadPath::Backslash));
         assert_eq!(bad("/%ff"), Some(BadPath::NotUtf8));
         assert_eq!(bad("/%c3"), Some(BadPath::NotUtf8));
+    }
+
+    #[test]
+    fn back_to_urls() {
+        let url = |raw: &str| {
+            RequestPath::parse(raw)
+                .map(|p| url_path(&p.path, p.dir))
+                .unwrap_or_else(|e| panic!("{raw}: {e}"))
+        };
+        assert_eq!(url("/"), "/");
+        assert_eq!(url("//"), "/");
+        assert_eq!(url("/about"), "/about");
+        assert_eq!(url("/docs/"), "/docs/");
+        assert_eq!(url("//a/./b//c/"), "/a/b/c/");
+        assert_eq!(url("/caf%C3%A9/x%20y?.txt"), "/caf%C3%A9/x%20y%3F.txt");
+        assert_eq!(url("/100%zz"), "/100%25zz");
+        assert_eq!(url("/%2541"), "/%2541");
+        assert_eq!(url_path("a/b", true), "/a/b/");
+        assert_eq!(url_path("", false), "/");
+    }
+
+    /// What every accepted path satisfies, checked on generated inputs here and by the
+    /// `path_normalize` fuzz target.
+    fn check(raw: &str) {
+        let Ok(p) = RequestPath::parse(raw) else {
+            return;
+        };
+        assert!(!p.path.starts_with('/') && !p.path.ends_with('/'), "{raw:?}: {p:?}");
+        assert!(!p.path.contains("//"), "{raw:?}: {p:?}");
+        assert!(!p.path.contains(['\\', '\0']), "{raw:?}: {p:?}");
+        assert!(p.path.split('/').all(|s| s != ".." && s != "."), "{raw:?}: {p:?}");
+        assert!(!p.path.is_empty() || p.dir, "the root is a directory");
+        assert_eq!(
+            RequestPath::parse(&url_path(&p.path, p.dir)).as_ref(),
+            Ok(&p),
+            "{raw:?}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalized_paths_hold_their_invariants(raw in "(/|%2[eEfF]|%5[cC]|%00|%25|%[0-9a-fA-F]{2}|\\.|[a-z]|é|\\\\|\\?){0,24}") {
+            check(&raw);
+        }
+
+        #[test]
+        fn any_text_is_parsed_or_refused(raw in ".{0,64}") {
+            check(&raw);
+        }
+
+        #[test]
+        fn the_quick_parse_agrees_with_the_full_one(raw in "(/|\\.|\\.\\.|%2e|[a-z]|\\\\){0,16}") {
+            if let Some(plain) = RequestPath::parse_plain(&raw) {
+                proptest::prop_assert_eq!(Ok(plain), RequestPath::parse_full(&raw));
+            }
+        }
     }
 
     #[test]

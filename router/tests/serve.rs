@@ -104,6 +104,7 @@ impl Fixture {
                     hash,
                     size: content.len() as u64,
                     content_type: content_type(path).to_owned(),
+                    encodings: Default::default(),
                 },
             );
         }
@@ -112,6 +113,7 @@ impl Fixture {
                 deployment_id: deployment.id.clone(),
                 spa,
                 files: entries,
+                rules: Default::default(),
             })
             .await
             .unwrap();
@@ -215,10 +217,26 @@ async fn serves_index_pages_and_pretty_urls() {
 
     assert_eq!(get(&f.sites, "blog", "/about").await.body, "<h1>about page</h1>");
     assert_eq!(get(&f.sites, "blog", "/docs/").await.body, "<h1>docs</h1>");
-    assert_eq!(get(&f.sites, "blog", "/docs").await.body, "<h1>docs</h1>");
-    assert_eq!(get(&f.sites, "blog", "/docs/index.html").await.body, "<h1>docs</h1>");
     // Host labels are case-insensitive; the query string is not part of the path.
     assert_eq!(get(&f.sites, "BLOG", "/about?x=1").await.body, "<h1>about page</h1>");
+
+    // One URL per page: the other spellings move there, with the query string.
+    for (path, location) in [
+        ("/docs", "/docs/"),
+        ("/docs?a=1&b", "/docs/?a=1&b"),
+        ("/docs/index.html", "/docs/"),
+        ("/index.html", "/"),
+        ("/about.html", "/about"),
+        ("/about/?x=1", "/about?x=1"),
+    ] {
+        let moved = get(&f.sites, "blog", path).await;
+        assert_eq!(moved.status, StatusCode::MOVED_PERMANENTLY, "{path}");
+        assert_eq!(moved.header(header::LOCATION), location, "{path}");
+        assert_eq!(moved.header(header::CONTENT_LENGTH), "0", "{path}");
+        assert_eq!(moved.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{path}");
+        assert_eq!(moved.header(header::CACHE_CONTROL), REVALIDATE, "{path}");
+        assert!(moved.body.is_empty(), "{path}");
+    }
 }
 
 #[tokio::test]
@@ -232,8 +250,12 @@ async fn about_directory_request_uses_its_index() {
     .await;
     let dir = get(&f.sites, "site", "/about/").await;
     assert_eq!((dir.status, dir.body.as_str()), (StatusCode::OK, "about index"));
+    // Without the slash, relative links would resolve one level up: move to the directory.
     let bare = get(&f.sites, "site", "/about").await;
-    assert_eq!((bare.status, bare.body.as_str()), (StatusCode::OK, "about index"));
+    assert_eq!(
+        (bare.status, bare.header(header::LOCATION)),
+        (StatusCode::MOVED_PERMANENTLY, "/about/")
+    );
 }
 
 #[tokio::test]
@@ -368,6 +390,7 @@ async fn head_does_not_open_the_object() {
             hash: ContentHash::of(b"never stored"),
             size: 12,
             content_type: "text/html".into(),
+            encodings: Default::default(),
         },
     );
     f.store.put_manifest(&manifest).await.unwrap();
@@ -417,7 +440,9 @@ async fn traversal_and_bad_bytes_are_400() {
         assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8", "{bad}");
     }
     // Harmless oddities normalize and are served.
-    assert_eq!(get(&f.sites, "blog", "//docs/./index.html").await.body, "<h1>docs</h1>");
+    assert_eq!(get(&f.sites, "blog", "//docs/./").await.body, "<h1>docs</h1>");
+    let moved = get(&f.sites, "blog", "//docs/./index.html").await;
+    assert_eq!(moved.header(header::LOCATION), "/docs/");
     assert_eq!(get(&f.sites, "blog", "/%61bout").await.body, "<h1>about page</h1>");
 }
 
@@ -620,5 +645,112 @@ async fn previews_are_served_at_branch_labels_and_not_indexed() {
     assert_eq!(
         get(&f.sites, "feature-new-cart--nope", "/").await.status,
         StatusCode::NOT_FOUND
+    );
+}
+
+/// A production deployment of `files` with `_redirects` and `_headers` as the builder would have
+/// parsed them, ready (so it also has its own hostname), loaded into the table.
+async fn site_with_rules(
+    f: &Fixture,
+    slug: &str,
+    files: &[(&str, &str)],
+    redirects: &str,
+    headers: &str,
+) -> DeploymentId {
+    use platform::site_rules::{SiteRules, parse_headers, parse_redirects};
+    let project = f.project(slug).await;
+    let deployment = f.deployment(&project, false, files).await;
+    let mut manifest = f.store.get_manifest(&deployment).await.unwrap().unwrap();
+    let (r, h) = (parse_redirects(redirects.as_bytes()), parse_headers(headers.as_bytes()));
+    assert!(r.warnings.is_empty() && h.warnings.is_empty(), "{r:?} {h:?}");
+    manifest.rules = SiteRules {
+        redirects: r.rules,
+        headers: h.rules,
+    };
+    f.store.put_manifest(&manifest).await.unwrap();
+    f.db.apply_state(&deployment, &StateChange::new(DeploymentState::Ready))
+        .await
+        .unwrap();
+    f.db.set_production(&project.id, &deployment).await.unwrap();
+    f.sites.load().await.unwrap();
+    deployment
+}
+
+#[tokio::test]
+async fn redirects_and_headers_apply_to_every_answer() {
+    let f = Fixture::new().await;
+    let deployment = site_with_rules(
+        &f,
+        "rules",
+        STATIC_SITE,
+        "/old/*  /docs/:splat  301\n/app/*  /index.html  200\n/about  /elsewhere  302\n/about.html  /docs/  302!\n",
+        "/*\n  X-Frame-Options: DENY\n  Cache-Control: no-cache\n/assets/*\n  Cache-Control: public, max-age=60\n",
+    )
+    .await;
+    let own = format!("{}--rules", deployment.short());
+    for label in ["rules", own.as_str()] {
+        let noindex = if label == "rules" { "" } else { "noindex" };
+        let robots = |a: &Answer| a.header(header::HeaderName::from_static("x-robots-tag")).to_owned();
+        let frame = |a: &Answer| a.header(header::HeaderName::from_static("x-frame-options")).to_owned();
+
+        let moved = get(&f.sites, label, "/old/intro?q=1").await;
+        assert_eq!(moved.status, StatusCode::MOVED_PERMANENTLY, "{label}");
+        assert_eq!(moved.header(header::LOCATION), "/docs/intro?q=1");
+        assert_eq!(
+            (frame(&moved), robots(&moved)),
+            ("DENY".into(), noindex.into()),
+            "{label}"
+        );
+
+        let rewritten = get(&f.sites, label, "/app/x/y").await;
+        assert_eq!(
+            (rewritten.status, rewritten.body.as_str()),
+            (StatusCode::OK, "<h1>home</h1>")
+        );
+        assert_eq!(
+            rewritten.header(header::CACHE_CONTROL),
+            "no-cache",
+            "the site's value wins"
+        );
+
+        let shadowed = get(&f.sites, label, "/about").await;
+        assert_eq!(
+            shadowed.body, "<h1>about page</h1>",
+            "{label}: the file shadows the rule"
+        );
+        let forced = get(&f.sites, label, "/about.html").await;
+        assert_eq!(
+            (forced.status, forced.header(header::LOCATION)),
+            (StatusCode::FOUND, "/docs/"),
+            "{label}: a forced rule beats the file"
+        );
+
+        let png = get(&f.sites, label, "/assets/logo.png").await;
+        assert_eq!(
+            png.header(header::CACHE_CONTROL),
+            "no-cache, public, max-age=60",
+            "blocks join"
+        );
+
+        let missing = get(&f.sites, label, "/nope").await;
+        assert_eq!(
+            (missing.status, missing.body.as_str()),
+            (StatusCode::NOT_FOUND, "<h1>custom 404</h1>")
+        );
+        assert_eq!(
+            (frame(&missing), robots(&missing)),
+            ("DENY".into(), noindex.into()),
+            "{label}"
+        );
+
+        let pretty = get(&f.sites, label, "/docs").await;
+        assert_eq!(pretty.header(header::LOCATION), "/docs/");
+        assert_eq!(robots(&pretty), noindex, "{label}");
+    }
+    let unknown = get(&f.sites, "zzzzzzzzz--rules", "/").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        unknown.header(header::HeaderName::from_static("x-robots-tag")),
+        "noindex"
     );
 }

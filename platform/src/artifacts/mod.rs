@@ -19,7 +19,9 @@ pub use s3::{S3ArtifactStore, S3Options};
 /// Re-exported so that crates wrapping an [`ArtifactStore`] need not depend on `async-trait`.
 pub use async_trait::async_trait;
 
+use crate::site_rules::SiteRules;
 use crate::{DeploymentId, RelPath};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -28,7 +30,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The SHA-256 of a file's content, as 64 lowercase hex digits.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -91,6 +93,37 @@ pub struct FileEntry {
     pub hash: ContentHash,
     pub size: u64,
     pub content_type: String,
+    /// Compressed copies made at upload time, so that serving never compresses. Absent from
+    /// manifests written before they existed, and from files not worth compressing.
+    #[serde(default, skip_serializing_if = "Encodings::is_empty")]
+    pub encodings: Encodings,
+}
+
+/// The content-coded variants of a file (RFC 9110 `Content-Encoding`), each an ordinary object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encodings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub br: Option<Variant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<Variant>,
+}
+
+impl Encodings {
+    pub fn is_empty(&self) -> bool {
+        self.br.is_none() && self.gzip.is_none()
+    }
+
+    /// How many variants there are.
+    pub fn count(&self) -> u64 {
+        u64::from(self.br.is_some()) + u64::from(self.gzip.is_some())
+    }
+}
+
+/// One encoded copy of a file: the object holding it, and its length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variant {
+    pub hash: ContentHash,
+    pub size: u64,
 }
 
 /// Everything the router needs to serve one deployment.
@@ -100,6 +133,10 @@ pub struct Manifest {
     /// Unknown non-asset paths answer with `index.html` (single-page apps).
     pub spa: bool,
     pub files: BTreeMap<RelPath, FileEntry>,
+    /// The site's `_redirects` and `_headers`, parsed at upload time. Absent from manifests
+    /// written before they existed, and from sites without them.
+    #[serde(default, skip_serializing_if = "SiteRules::is_empty")]
+    pub rules: SiteRules,
 }
 
 impl Manifest {
@@ -126,6 +163,14 @@ pub enum StoreError {
     /// it never contains credentials).
     #[error("artifact store backend: {0}")]
     Backend(String),
+    /// A ranged read asked for bytes past the end of the object.
+    #[error("object {hash}: bytes {start}..{end} are not within its {size} bytes")]
+    RangeNotSatisfiable {
+        hash: ContentHash,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
 }
 
 /// Where deployment files live: a local directory or an object store.
@@ -137,6 +182,36 @@ pub trait ArtifactStore: Send + Sync + 'static {
 
     async fn get_object(&self, hash: &ContentHash) -> Result<ObjectReader, StoreError>;
 
+    /// The `len` bytes of object `hash` from offset `start`, streamed (an HTTP `Range` request).
+    /// The range must lie within the object ([`StoreError::RangeNotSatisfiable`] otherwise); the
+    /// reader's `len` is `len`.
+    ///
+    /// The default reads the object from its start and skips to `start`; stores that can seek
+    /// (a file, an S3 ranged GET) do better.
+    async fn get_object_range(&self, hash: &ContentHash, start: u64, len: u64) -> Result<ObjectReader, StoreError> {
+        let mut object = self.get_object(hash).await?;
+        let end = check_range(hash, start, len, object.len)?;
+        let skipped = tokio::io::copy(&mut (&mut object.reader).take(start), &mut tokio::io::sink()).await?;
+        if skipped != start {
+            return Err(StoreError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("object {hash} ended before byte {start}"),
+            )));
+        }
+        debug_assert_eq!(end - start, len);
+        Ok(ObjectReader {
+            len,
+            reader: Box::pin(object.reader.take(len)),
+        })
+    }
+
+    /// The object's bytes if this store holds them in memory, without waiting: the router's
+    /// fast path for hot files (no future, no reader, no copy). Stores without a memory cache
+    /// answer `None`, and the caller falls back to [`ArtifactStore::get_object`].
+    fn cached_object(&self, _hash: &ContentHash) -> Option<Bytes> {
+        None
+    }
+
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError>;
 
     /// `None` when no manifest was stored for the deployment.
@@ -146,6 +221,20 @@ pub trait ArtifactStore: Send + Sync + 'static {
 
     /// How many objects the store holds (for operators and tests).
     async fn object_count(&self) -> Result<u64, StoreError>;
+}
+
+/// Checks that `len` bytes from `start` lie within an object of `size` bytes; returns the end
+/// (exclusive).
+pub fn check_range(hash: &ContentHash, start: u64, len: u64, size: u64) -> Result<u64, StoreError> {
+    match start.checked_add(len) {
+        Some(end) if end <= size => Ok(end),
+        _ => Err(StoreError::RangeNotSatisfiable {
+            hash: hash.clone(),
+            start,
+            end: start.saturating_add(len),
+            size,
+        }),
+    }
 }
 
 /// The relative key of an object: `objects/ab/abcdef…` (both backends).

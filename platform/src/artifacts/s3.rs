@@ -153,6 +153,18 @@ impl S3ArtifactStore {
         format!("{}{}", self.key_prefix, super::manifest_key(id))
     }
 
+    /// The size of an object, by HEAD.
+    async fn object_size(&self, hash: &ContentHash, key: &str) -> Result<u64, StoreError> {
+        let head = match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(head) => head,
+            Err(e) if is_missing(&e) => return Err(StoreError::MissingObject(hash.clone())),
+            Err(e) => return Err(self.error("HeadObject", key, &e)),
+        };
+        head.content_length()
+            .and_then(|l| u64::try_from(l).ok())
+            .ok_or_else(|| StoreError::Backend(format!("S3 HeadObject s3://{}/{key}: no Content-Length", self.bucket)))
+    }
+
     fn error<E>(&self, op: &str, key: &str, err: &SdkError<E, HttpResponse>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -264,6 +276,73 @@ impl ArtifactStore for S3ArtifactStore {
             .ok_or_else(|| {
                 StoreError::Backend(format!("S3 GetObject s3://{}/{key}: no Content-Length", self.bucket))
             })?;
+        Ok(ObjectReader {
+            len,
+            reader: Box::pin(resp.body.into_async_read()),
+        })
+    }
+
+    async fn get_object_range(&self, hash: &ContentHash, start: u64, len: u64) -> Result<ObjectReader, StoreError> {
+        let key = self.object_key(hash);
+        if len == 0 {
+            // HTTP cannot ask for zero bytes: check the bounds against the object's size instead.
+            let size = self.object_size(hash, &key).await?;
+            super::check_range(hash, start, 0, size)?;
+            return Ok(ObjectReader {
+                len: 0,
+                reader: Box::pin(tokio::io::empty()),
+            });
+        }
+        let last = start
+            .checked_add(len - 1)
+            .ok_or_else(|| StoreError::RangeNotSatisfiable {
+                hash: hash.clone(),
+                start,
+                end: u64::MAX,
+                size: 0,
+            })?;
+        let resp = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .range(format!("bytes={start}-{last}"))
+            .send()
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) if is_missing(&e) => return Err(StoreError::MissingObject(hash.clone())),
+            Err(e) if status_of(&e) == Some(416) => {
+                let size = self.object_size(hash, &key).await?;
+                super::check_range(hash, start, len, size)?;
+                return Err(self.error("GetObject", &key, &e));
+            }
+            Err(e) => return Err(self.error("GetObject", &key, &e)),
+        };
+        // S3 shortens a range that runs past the end: the total in Content-Range tells.
+        let size = resp
+            .content_range()
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(_, total)| total.parse::<u64>().ok());
+        let sent = resp.content_length().and_then(|l| u64::try_from(l).ok());
+        match (size, sent) {
+            (Some(size), Some(sent)) if sent == len => {
+                super::check_range(hash, start, len, size)?;
+            }
+            (Some(size), _) => {
+                super::check_range(hash, start, len, size)?;
+                return Err(StoreError::Backend(format!(
+                    "S3 GetObject s3://{}/{key}: asked for {len} bytes, got {sent:?}",
+                    self.bucket
+                )));
+            }
+            _ => {
+                return Err(StoreError::Backend(format!(
+                    "S3 GetObject s3://{}/{key}: a ranged answer without Content-Range or Content-Length",
+                    self.bucket
+                )));
+            }
+        }
         Ok(ObjectReader {
             len,
             reader: Box::pin(resp.body.into_async_read()),

@@ -164,10 +164,12 @@ fn manifest(files: &[(&str, &[u8], &str)]) -> Manifest {
                     hash: ContentHash::of(bytes),
                     size: bytes.len() as u64,
                     content_type: (*content_type).to_owned(),
+                    encodings: Encodings::default(),
                 };
                 (RelPath::parse(path).unwrap(), entry)
             })
             .collect(),
+        rules: Default::default(),
     }
 }
 
@@ -225,6 +227,10 @@ suite!(
     a_5_mb_object_streams_back_intact,
     a_manifest_written_last_makes_a_deployment_visible,
     concurrent_stores_of_one_object_agree,
+    ranged_reads_return_exactly_the_bytes_asked_for,
+    ranges_past_the_end_are_refused,
+    a_range_of_a_big_object_streams,
+    manifests_keep_encoded_variants,
 );
 
 async fn objects_are_stored_once(h: &Harness) {
@@ -378,6 +384,129 @@ async fn concurrent_stores_of_one_object_agree(h: &Harness) {
     assert!(new >= 1, "someone stored it");
     assert_eq!(h.store.object_count().await.unwrap(), 1);
     assert_eq!(h.read(&hash).await, bytes);
+}
+
+/// Reads `len` bytes of `hash` from `start`, checking the announced length.
+async fn read_range(h: &Harness, hash: &ContentHash, start: u64, len: u64) -> Vec<u8> {
+    let mut object = match h.store.get_object_range(hash, start, len).await {
+        Ok(object) => object,
+        Err(e) => panic!("cannot read {hash:?} {start}+{len}: {e}"),
+    };
+    assert_eq!(object.len, len, "announced length of {start}+{len}");
+    let mut bytes = Vec::new();
+    object.reader.read_to_end(&mut bytes).await.unwrap();
+    bytes
+}
+
+async fn ranged_reads_return_exactly_the_bytes_asked_for(h: &Harness) {
+    let bytes = noise(3000, 11);
+    let hash = h.put(&bytes).await;
+    for (start, len) in [(0, 1), (0, 3000), (2999, 1), (1000, 500), (1, 2998), (0, 0), (3000, 0)] {
+        let got = read_range(h, &hash, start, len).await;
+        let (s, e) = (start as usize, (start + len) as usize);
+        assert_eq!(got, bytes[s..e], "{start}+{len}");
+    }
+    // Ranged reads leave the object whole.
+    assert_eq!(h.read(&hash).await, bytes);
+}
+
+async fn ranges_past_the_end_are_refused(h: &Harness) {
+    let hash = h.put(b"0123456789").await;
+    for (start, len) in [(0, 11), (10, 1), (9, 2), (50, 1), (11, 0), (u64::MAX, 1), (1, u64::MAX)] {
+        match h.store.get_object_range(&hash, start, len).await {
+            Err(StoreError::RangeNotSatisfiable { size, .. }) if size == 10 || start == u64::MAX || len == u64::MAX => {
+            }
+            Err(e) => panic!("{start}+{len}: expected RangeNotSatisfiable, got {e:?}"),
+            Ok(_) => panic!("{start}+{len}: a range past the end was served"),
+        }
+    }
+    let missing = ContentHash::of(b"never stored");
+    match h.store.get_object_range(&missing, 0, 1).await {
+        Err(StoreError::MissingObject(found)) => assert_eq!(found, missing),
+        Err(e) => panic!("expected MissingObject, got {e:?}"),
+        Ok(_) => panic!("a missing object was found"),
+    }
+}
+
+async fn a_range_of_a_big_object_streams(h: &Harness) {
+    const LEN: usize = 3 * 1024 * 1024;
+    let bytes = noise(LEN, 0xb16);
+    let hash = h.put(&bytes).await;
+    let (start, len) = (1024 * 1024 + 7, 1024 * 1024 + 13);
+    let mut object = h.store.get_object_range(&hash, start as u64, len as u64).await.unwrap();
+    assert_eq!(object.len, len as u64);
+    let mut digest = Sha256::new();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = object.reader.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        digest.update(&buf[..n]);
+        total += n;
+    }
+    assert_eq!(total, len);
+    assert_eq!(
+        ContentHash::from_digest(digest),
+        ContentHash::of(&bytes[start..start + len])
+    );
+}
+
+async fn manifests_keep_encoded_variants(h: &Harness) {
+    let mut m = manifest(&[
+        ("app.js", b"console.log(1)", "text/javascript"),
+        ("a.png", b"png", "image/png"),
+    ]);
+    let variant = |bytes: &[u8]| Variant {
+        hash: ContentHash::of(bytes),
+        size: bytes.len() as u64,
+    };
+    let js = m.files.get_mut(&RelPath::parse("app.js").unwrap()).unwrap();
+    js.encodings = Encodings {
+        br: Some(variant(b"br bytes")),
+        gzip: Some(variant(b"gzip bytes")),
+    };
+    h.store.put_manifest(&m).await.unwrap();
+    assert_eq!(h.store.get_manifest(&m.deployment_id).await.unwrap(), Some(m));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifests without variants
+
+#[test]
+fn files_without_variants_serialize_as_before() {
+    let entry = FileEntry {
+        hash: ContentHash::of(b"x"),
+        size: 1,
+        content_type: "text/plain".into(),
+        encodings: Encodings::default(),
+    };
+    let json = serde_json::to_value(&entry).unwrap();
+    assert_eq!(
+        json.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["content_type", "hash", "size"]
+    );
+    // A manifest written before variants existed still reads.
+    let old: FileEntry = serde_json::from_value(json).unwrap();
+    assert_eq!(old, entry);
+    let only_gzip = FileEntry {
+        encodings: Encodings {
+            br: None,
+            gzip: Some(Variant {
+                hash: ContentHash::of(b"g"),
+                size: 3,
+            }),
+        },
+        ..entry
+    };
+    let json = serde_json::to_string(&only_gzip).unwrap();
+    assert!(
+        json.contains("\"encodings\":{\"gzip\":{") && !json.contains("br"),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<FileEntry>(&json).unwrap(), only_gzip);
+    assert_eq!(only_gzip.encodings.count(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

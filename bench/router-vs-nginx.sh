@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# bench/router-vs-nginx.sh — CloudRunr's router against nginx, same corpus, same run, same pinning.
+#
+# The corpus is the shared harness's (../shared/bench/edge-peers.sh): three built sites
+# (site-a, site-b, site-c) with an index.html, a 150 KB JS bundle, a gzip-precompressed bundle
+# (site-b), and 1000 small chunks (site-a). Each site is committed to a git repository, served
+# over git's smart HTTP (bench/git-http.py), and deployed through CloudRunr's real path: a
+# project per site, a build in the sandbox, the upload to the artifact store. Then the harness
+# measures the router (`cloudrunr serve`, release build, pinned to the server CPUs) with
+# `--target`, and nginx as it starts it itself (same CPUs, same wrk pinning), scenario by
+# scenario.
+#
+# Usage: bench/router-vs-nginx.sh [--quick] [--s3] [--duration S] [--repeat N] [--port N]
+#   --quick        5 s per run, 1 run per scenario (default: the harness's 10 s x 3, median)
+#   --s3           also serve the same sites from S3 (moto, warm router cache) and compare with
+#                  the local-disk figures
+#   --scenarios L  comma list of the harness's scenarios [all]
+#   --dir DIR      work directory [/tmp/cloudrunr-bench]
+#
+# Needs: wrk, nginx, curl, jq, git, taskset (installed with apt when missing, as root), and
+# the harness at $CLOUDRUNR_EDGE_PEERS (default ../shared/bench/edge-peers.sh).
+#
+# Output: the harness's lines for each server, then, last, one line per scenario:
+#   scenario router_rps nginx_rps ratio
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+HARNESS=${CLOUDRUNR_EDGE_PEERS:-$ROOT/../shared/bench/edge-peers.sh}
+DIR=/tmp/cloudrunr-bench
+PORT=18090
+NGINX_PORT=18080
+GIT_PORT=18070
+S3=0
+HARNESS_ARGS=()
+SERVER_CPUS=0
+CLIENT_CPUS=1
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) HARNESS_ARGS+=(--duration 5 --repeat 1 --warmup 1); shift ;;
+    --duration) HARNESS_ARGS+=(--duration "$2"); shift 2 ;;
+    --repeat) HARNESS_ARGS+=(--repeat "$2"); shift 2 ;;
+    --scenarios) HARNESS_ARGS+=(--scenarios "$2"); shift 2 ;;
+    --s3) S3=1; shift ;;
+    --dir) DIR=$2; shift 2 ;;
+    --port) PORT=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -e/s/^# \{0,1\}//p' "$0" | sed '$d'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+note() { echo "# $*" >&2; }
+die() { echo "router-vs-nginx: $*" >&2; exit 1; }
+
+[ -x "$HARNESS" ] || [ -f "$HARNESS" ] || die "no harness at $HARNESS (set CLOUDRUNR_EDGE_PEERS)"
+
+missing=()
+for tool in wrk nginx curl jq git taskset; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=("${missing[@]/taskset/util-linux}")
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    note "installing ${pkgs[*]} with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null; }
+  else
+    die "missing: ${missing[*]}"
+  fi
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cloudrunr/target}"
+note "building cloudrunr (release)"
+cargo build --release --locked -p cloudrunr -q
+BIN=$CARGO_TARGET_DIR/release/cloudrunr
+
+PIDS=()
+SERVICES_ENV=
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$SERVICES_ENV" ]; then
+    (eval "$SERVICES_ENV"; scripts/services stop) || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The corpus, as git repositories on a local smart-HTTP server.
+bash "$HARNESS" --dir "$DIR/edge" --corpus-only
+rm -rf "$DIR/git" && mkdir -p "$DIR/git"
+for site in site-a site-b site-c; do
+  work=$DIR/git/work-$site
+  rm -rf "$work" && cp -r "$DIR/edge/sites/$site" "$work"
+  # The corpus is a single-page app: what nginx does with `try_files $uri $uri/ /index.html`,
+  # a Netlify-style site says in `_redirects`.
+  printf '/*  /index.html  200\n' > "$work/_redirects"
+  git -C "$work" init -q -b main
+  git -C "$work" add -A
+  git -C "$work" -c user.name=bench -c user.email=bench@localhost commit -q -m corpus
+  git clone -q --bare "$work" "$DIR/git/$site.git"
+  rm -rf "$work"
+done
+python3 bench/git-http.py "$DIR/git" "$GIT_PORT" &
+PIDS+=($!)
+for _ in $(seq 1 100); do
+  curl -sf -o /dev/null "http://127.0.0.1:$GIT_PORT/site-a.git/info/refs?service=git-upload-pack" && break
+  sleep 0.1
+done
+
+# start_router NAME [VAR=VALUE...]: `cloudrunr serve` pinned to the server CPUs, with the
+# sites deployed. Sets ROUTER_PID.
+start_router() {
+  local name=$1; shift
+  local data=$DIR/$name
+  rm -rf "$data" && mkdir -p "$data"
+  env "$@" CLOUDRUNR_DATA_DIR="$data" CLOUDRUNR_LISTEN="127.0.0.1:$PORT" CLOUDRUNR_DOMAIN=localtest \
+    CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS="127.0.0.1:$GIT_PORT" RUST_LOG=warn \
+    taskset -c "$SERVER_CPUS" "$BIN" serve > "$data/server.log" 2>&1 &
+  ROUTER_PID=$!
+  PIDS+=("$ROUTER_PID")
+  local api=http://127.0.0.1:$PORT/api i
+  for i in $(seq 1 100); do
+    curl -sf -o /dev/null "$api/openapi.json" && break
+    kill -0 "$ROUTER_PID" 2>/dev/null || die "cloudrunr exited at start; see $data/server.log"
+    sleep 0.1
+  done
+  local token
+  token=$(curl -sf "$api/auth/signup" -H 'content-type: application/json' \
+    -d '{"name":"Bench","email":"bench@example.com","password":"correct horse battery"}' | jq -r .token)
+  local site id state out
+  for site in site-a site-b site-c; do
+    out=$(curl -s -w ' %{http_code}' "$api/projects" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+      -d "{\"name\":\"$site\",\"git_url\":\"http://127.0.0.1:$GIT_PORT/$site.git\"}")
+    [ "${out##* }" = 201 ] || die "cannot create project $site: $out"
+    id=$(curl -sf -X POST "$api/projects/$site/deployments" -H "authorization: Bearer $token" | jq -r .deployment.id)
+    for i in $(seq 1 600); do
+      state=$(curl -sf "$api/deployments/$id" -H "authorization: Bearer $token" | jq -r .deployment.state)
+      case "$state" in ready) break ;; failed|canceled|timed_out) die "$site: deployment $state; see $data/server.log" ;; esac
+      sleep 0.2
+    done
+    [ "$state" = ready ] || die "$site: deployment still $state"
+  done
+  sleep 2
+  note "$name: cloudrunr pid $ROUTER_PID, idle rss_kb $(awk '/^VmRSS:/ { print $2 }' "/proc/$ROUTER_PID/status")"
+}
+
+stop_router() {
+  kill "$ROUTER_PID" 2>/dev/null || true
+  wait "$ROUTER_PID" 2>/dev/null || true
+}
+
+harness() { bash "$HARNESS" --dir "$DIR/edge" --server-cpus "$SERVER_CPUS" --client-cpus "$CLIENT_CPUS" "${HARNESS_ARGS[@]}" "$@"; }
+
+start_router router
+harness --target "127.0.0.1:$PORT" --name router --pid "$ROUTER_PID" | tee "$DIR/router.txt"
+stop_router
+
+if [ "$S3" = 1 ]; then
+  note "starting moto (scripts/services) for the S3 run"
+  SERVICES_ENV=$(CLOUDRUNR_SERVICES_DIR='' scripts/services start)
+  eval "$SERVICES_ENV"
+  curl -sf -X PUT "$CLOUDRUNR_TEST_AWS_ENDPOINT/cloudrunr-bench" > /dev/null || die "cannot create the bucket"
+  start_router router-s3 CLOUDRUNR_ARTIFACT_STORE=s3://cloudrunr-bench/sites CLOUDRUNR_S3_PATH_STYLE=true \
+    AWS_ENDPOINT_URL="$CLOUDRUNR_TEST_AWS_ENDPOINT" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+  # Warm the router's cache the way traffic would, before measuring.
+  harness --target "127.0.0.1:$PORT" --name router-s3 --pid "$ROUTER_PID" --duration 2 --repeat 1 --warmup 1 > /dev/null
+  harness --target "127.0.0.1:$PORT" --name router-s3 --pid "$ROUTER_PID" | tee "$DIR/router-s3.txt"
+  stop_router
+fi
+
+harness --port "$NGINX_PORT" nginx | tee "$DIR/nginx.txt"
+
+# The ratios, last.
+ratios() {
+  awk -v left="$1" -v right="$2" '
+    FNR == 1 { file++ }
+    /^#/ { next }
+    file == 1 { a[$2] = $3; order[++n] = $2 }
+    file == 2 { b[$2] = $3 }
+    END {
+      printf "scenario %s_rps %s_rps ratio\n", left, right
+      for (i = 1; i <= n; i++) { s = order[i]; printf "%s %s %s %.2f\n", s, a[s], b[s], (b[s] > 0 ? a[s] / b[s] : 0) }
+    }' "$DIR/$1.txt" "$DIR/$2.txt"
+}
+if [ "$S3" = 1 ]; then
+  echo "# S3 (warm cache) against local disk:"
+  ratios router-s3 router | sed 's/^/# /'
+fi
+ratios router nginx

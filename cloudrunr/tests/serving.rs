@@ -1,0 +1,248 @@
+//! How a deployed site's files go over the wire, end to end: a real `cloudrunr serve`, a
+//! deployment built from a fixture through a real git server, and raw HTTP — precompressed
+//! variants chosen by `Accept-Encoding`, per-representation ETags, byte ranges, HEAD.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::io::Read;
+use support::git_server::GitServer;
+use support::{Platform, fixture};
+
+const SCRIPT: &str = "assets/app-C0mpr3ss.js";
+const STYLE: &str = "assets/style-9aB8c7D6.css";
+
+/// A deployed copy of the `compressible` fixture.
+struct Site {
+    p: Platform,
+    _git: GitServer,
+    /// A client that neither asks for nor decodes compression: every byte is checked as sent.
+    raw: reqwest::Client,
+}
+
+impl Site {
+    async fn deploy() -> Site {
+        let git = GitServer::start().await;
+        git.create_repo("packed", &fixture("compressible"));
+        let p = Platform::start().await;
+        let token = p.signup("Ann").await;
+        p.create_project(&token, json!({ "name": "packed", "git_url": git.url("packed") }))
+            .await;
+        let id = p.deploy(&token, "packed").await;
+        let d = p.wait_final(&token, &id).await;
+        let log = p.log_text(&token, &id).await;
+        assert_eq!(d["state"], "ready", "{log}");
+        assert_eq!(d["artifact"]["files"], 4, "variants are not counted as files: {d}");
+        assert!(
+            log.contains("Precompressed 3 files: 3 brotli and 3 gzip variants"),
+            "{log}"
+        );
+        let raw = reqwest::Client::builder()
+            .no_gzip()
+            .no_brotli()
+            .no_deflate()
+            .build()
+            .expect("client");
+        Site { p, _git: git, raw }
+    }
+
+    async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = self
+            .raw
+            .request(method, format!("http://127.0.0.1:{}{path}", self.p.sites_port))
+            .header("host", format!("packed.localhost:{}", self.p.sites_port));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("site request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.expect("body").to_vec();
+        Answer { status, headers, body }
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.request(Method::GET, path, headers).await
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// The body with its Content-Encoding undone.
+    fn decoded(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self.header("content-encoding") {
+            "" => out.clone_from(&self.body),
+            "br" => {
+                brotli::Decompressor::new(&self.body[..], 4096)
+                    .read_to_end(&mut out)
+                    .expect("valid brotli");
+            }
+            "gzip" => {
+                flate2::read::GzDecoder::new(&self.body[..])
+                    .read_to_end(&mut out)
+                    .expect("valid gzip");
+            }
+            other => panic!("unexpected Content-Encoding {other}"),
+        }
+        out
+    }
+}
+
+fn original(path: &str) -> Vec<u8> {
+    std::fs::read(fixture("compressible").join(path)).expect("fixture file")
+}
+
+#[tokio::test]
+async fn compressed_variants_follow_accept_encoding() {
+    let site = Site::deploy().await;
+    for (url, file, content_type) in [
+        ("/", "index.html", "text/html; charset=utf-8"),
+        (&format!("/{SCRIPT}")[..], SCRIPT, "text/javascript; charset=utf-8"),
+        (&format!("/{STYLE}")[..], STYLE, "text/css; charset=utf-8"),
+    ] {
+        let bytes = original(file);
+        let mut etags = Vec::new();
+        let mut sizes = Vec::new();
+        for (accept, coding) in [
+            (Some("br"), "br"),
+            (Some("gzip"), "gzip"),
+            (None, ""),
+            (Some("br;q=0, gzip"), "gzip"),
+            (Some("gzip, deflate, br, zstd"), "br"),
+        ] {
+            let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("accept-encoding", *a)).collect();
+            let r = site.get(url, &headers).await;
+            let what = format!("{url} with {accept:?}");
+            assert_eq!(r.status, StatusCode::OK, "{what}");
+            assert_eq!(r.header("content-encoding"), coding, "{what}");
+            assert_eq!(r.header("vary"), "accept-encoding", "{what}");
+            assert_eq!(r.header("content-type"), content_type, "{what}");
+            assert_eq!(r.header("content-length"), r.body.len().to_string(), "{what}");
+            assert_eq!(r.header("x-content-type-options"), "nosniff", "{what}");
+            assert_eq!(r.decoded(), bytes, "{what}: decodes to the original");
+            if coding.is_empty() {
+                assert_eq!(r.body.len(), bytes.len(), "{what}");
+            } else {
+                assert!(r.body.len() < bytes.len() / 2, "{what}: {} bytes", r.body.len());
+            }
+            etags.push(r.header("etag").to_owned());
+            sizes.push(r.body.len());
+        }
+        // br, gzip and identity each have their own ETag and length.
+        assert_eq!(etags[1], etags[3], "{url}");
+        assert_eq!(etags[0], etags[4], "{url}");
+        assert!(
+            etags[0] != etags[1] && etags[1] != etags[2] && etags[0] != etags[2],
+            "{etags:?}"
+        );
+        assert!(etags[0].ends_with("-br\"") && etags[1].ends_with("-gz\""), "{etags:?}");
+        assert!(sizes[0] < sizes[1] && sizes[1] < sizes[2], "{url}: {sizes:?}");
+
+        // 304 per representation: the brotli ETag validates brotli only.
+        let same = site
+            .get(url, &[("accept-encoding", "br"), ("if-none-match", &etags[0])])
+            .await;
+        assert_eq!(same.status, StatusCode::NOT_MODIFIED, "{url}");
+        assert_eq!(same.header("vary"), "accept-encoding");
+        assert_eq!(same.header("etag"), etags[0]);
+        let other = site
+            .get(url, &[("accept-encoding", "gzip"), ("if-none-match", &etags[0])])
+            .await;
+        assert_eq!(other.status, StatusCode::OK, "{url}");
+        assert_eq!(other.header("content-encoding"), "gzip");
+
+        // HEAD: the chosen representation's headers and length, no body.
+        let head = site.request(Method::HEAD, url, &[("accept-encoding", "br")]).await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert!(head.body.is_empty());
+        assert_eq!(head.header("content-encoding"), "br");
+        assert_eq!(head.header("content-length"), sizes[0].to_string(), "{url}");
+        assert_eq!(head.header("etag"), etags[0]);
+        assert_eq!(head.header("vary"), "accept-encoding");
+    }
+    assert!(
+        site.get(&format!("/{SCRIPT}"), &[])
+            .await
+            .header("cache-control")
+            .contains("immutable")
+    );
+
+    // Too small to be worth compressing: served as it is, varying on nothing.
+    let tiny = site.get("/tiny.txt", &[("accept-encoding", "br, gzip")]).await;
+    assert_eq!(tiny.status, StatusCode::OK);
+    assert_eq!(tiny.body, original("tiny.txt"));
+    assert_eq!(tiny.header("content-encoding"), "");
+    assert_eq!(tiny.header("vary"), "");
+}
+
+#[tokio::test]
+async fn byte_ranges() {
+    let site = Site::deploy().await;
+    let url = format!("/{SCRIPT}");
+    let bytes = original(SCRIPT);
+    let len = bytes.len();
+
+    let whole = site.get(&url, &[]).await;
+    assert_eq!(whole.header("accept-ranges"), "bytes");
+    let etag = whole.header("etag").to_owned();
+
+    // A range is of the file's own bytes, even for a client that takes brotli.
+    let part = site
+        .get(&url, &[("range", "bytes=100-199"), ("accept-encoding", "br")])
+        .await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.body, bytes[100..200]);
+    assert_eq!(part.header("content-range"), format!("bytes 100-199/{len}"));
+    assert_eq!(part.header("content-length"), "100");
+    assert_eq!(part.header("content-encoding"), "");
+    assert_eq!(part.header("etag"), etag);
+
+    let suffix = site.get(&url, &[("range", "bytes=-50")]).await;
+    assert_eq!(suffix.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(suffix.body, bytes[len - 50..]);
+    assert_eq!(
+        suffix.header("content-range"),
+        format!("bytes {}-{}/{len}", len - 50, len - 1)
+    );
+
+    let open = site.get(&url, &[("range", &format!("bytes={}-", len - 10))]).await;
+    assert_eq!(open.body, bytes[len - 10..]);
+
+    let beyond = site.get(&url, &[("range", &format!("bytes={len}-"))]).await;
+    assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(beyond.header("content-range"), format!("bytes */{len}"));
+    assert!(beyond.body.is_empty());
+
+    // If-Range: the current ETag keeps the range; anything else sends the whole file.
+    let kept = site.get(&url, &[("range", "bytes=0-9"), ("if-range", &etag)]).await;
+    assert_eq!(
+        (kept.status, kept.body.as_slice()),
+        (StatusCode::PARTIAL_CONTENT, &bytes[..10])
+    );
+    let changed = site
+        .get(&url, &[("range", "bytes=0-9"), ("if-range", "\"an-older-version\"")])
+        .await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_eq!(changed.body, bytes);
+    assert_eq!(changed.header("content-range"), "");
+
+    // Several ranges at once: the whole file, as RFC 9110 allows.
+    let several = site.get(&url, &[("range", "bytes=0-1,5-6")]).await;
+    assert_eq!((several.status, several.body.len()), (StatusCode::OK, len));
+
+    // HEAD ignores Range.
+    let head = site.request(Method::HEAD, &url, &[("range", "bytes=0-9")]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-length"), len.to_string());
+}
