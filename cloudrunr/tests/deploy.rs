@@ -4,7 +4,7 @@
 mod support;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::git_server::GitServer;
 use support::{Platform, fixture, read_sse};
 
@@ -45,17 +45,7 @@ async fn push_build_stream_and_serve() {
 
     // Follow the live log from the start until the end event.
     let events = read_sse(&p, &token, &id, None, |e| e.event == "end").await;
-    let lines: Vec<Value> = events
-        .iter()
-        .filter(|e| e.event == "message")
-        .map(|e| e.json())
-        .collect();
-    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "every line once, in order"
-    );
+    let lines = support::lines_in_order(&events);
     for (e, l) in events.iter().filter(|e| e.event == "message").zip(&lines) {
         assert_eq!(
             e.id.as_deref(),

@@ -5,7 +5,7 @@
 mod support;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use support::cluster::{self, Services};
@@ -78,17 +78,7 @@ async fn components_apart_on_postgres_kafka_and_s3() {
 
     // The live log, from the API process, fed by the build (a separate process) through Kafka.
     let events = read_sse(&p, &token, &id, None, |e| e.event == "end").await;
-    let live: Vec<Value> = events
-        .iter()
-        .filter(|e| e.event == "message")
-        .map(|e| e.json())
-        .collect();
-    let seqs: Vec<u64> = live.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "live: every line once, in order"
-    );
+    let live = support::lines_in_order(&events);
     assert_eq!(events.last().unwrap().json()["state"], "ready", "{}", p.server_log());
 
     let d = p.deployment(&token, &id).await;

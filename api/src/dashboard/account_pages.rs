@@ -2,11 +2,11 @@
 
 use super::session::Session;
 use super::text::when;
-use super::{Flash, Form, Nav, api_error_page, error_page, forbidden_form, form_ok, render, see_other};
+use super::{Flash, Nav, PostedForm, api_error_page, error_page, render, see_other};
 use crate::AppState;
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use platform::TokenId;
 use serde::Deserialize;
@@ -93,15 +93,7 @@ pub(crate) async fn settings(State(state): State<AppState>, session: Session, Qu
     settings_page(&state, &session, Flash::done(q.done.as_deref()), None).await
 }
 
-pub(crate) async fn create_token(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Session,
-    form: Form,
-) -> Response {
-    if !form_ok(&state, &headers, &session, &form) {
-        return forbidden_form();
-    }
+pub(crate) async fn create_token(State(state): State<AppState>, PostedForm { session, form }: PostedForm) -> Response {
     match crate::auth::issue_api_token(&state, &session.user, form.get("name").unwrap_or_default()).await {
         // Shown on this page, once: it is not stored anywhere it could be read back from.
         Ok((_, token)) => settings_page(&state, &session, None, Some(token)).await,
@@ -111,14 +103,9 @@ pub(crate) async fn create_token(
 
 pub(crate) async fn delete_token(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Session,
     Path(id): Path<String>,
-    form: Form,
+    PostedForm { session, .. }: PostedForm,
 ) -> Response {
-    if !form_ok(&state, &headers, &session, &form) {
-        return forbidden_form();
-    }
     let nav = Nav::new(&session, "settings");
     let Ok(id) = TokenId::parse(&id) else {
         return super::not_found_page(nav);
@@ -220,13 +207,8 @@ pub(crate) async fn admin(State(state): State<AppState>, session: Session) -> Re
 /// Starts the manifest flow in the admin's browser.
 pub(crate) async fn connect_github(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Session,
-    form: Form,
+    PostedForm { session, form }: PostedForm,
 ) -> Response {
-    if !form_ok(&state, &headers, &session, &form) {
-        return forbidden_form();
-    }
     if !session.user.is_admin {
         return super::not_found_page(Nav::new(&session, "admin"));
     }

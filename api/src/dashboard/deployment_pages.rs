@@ -3,12 +3,12 @@
 use super::project_pages::took;
 use super::session::Session;
 use super::text::{duration, state_label, strip_ansi, when};
-use super::{Form, Nav, api_error_page, forbidden_form, form_ok, render, see_other};
+use super::{Nav, PostedForm, api_error_page, render, see_other};
 use crate::AppState;
 use crate::deployments::{cancel_deployment, owned_deployment, promote_deployment};
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use platform::model::{Deployment, DeploymentState};
 
@@ -136,16 +136,7 @@ pub(crate) async fn show(State(state): State<AppState>, session: Session, Path(i
 
 /// A form posted on one of the user's deployments: checked against forgery, and the deployment
 /// found (or the page to answer with instead).
-async fn deployment_form(
-    state: &AppState,
-    headers: &HeaderMap,
-    session: &Session,
-    id: &str,
-    form: &Form,
-) -> Result<(Option<Nav>, Deployment), Response> {
-    if !form_ok(state, headers, session, form) {
-        return Err(forbidden_form());
-    }
+async fn deployment_form(state: &AppState, session: &Session, id: &str) -> Result<(Option<Nav>, Deployment), Response> {
     let nav = Nav::new(session, "projects");
     match owned_deployment(state, &session.user, id).await {
         Ok((d, _)) => Ok((nav, d)),
@@ -155,12 +146,10 @@ async fn deployment_form(
 
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Session,
     Path(id): Path<String>,
-    form: Form,
+    PostedForm { session, .. }: PostedForm,
 ) -> Response {
-    let (nav, d) = match deployment_form(&state, &headers, &session, &id, &form).await {
+    let (nav, d) = match deployment_form(&state, &session, &id).await {
         Ok(found) => found,
         Err(refused) => return refused,
     };
@@ -172,12 +161,10 @@ pub(crate) async fn cancel(
 
 pub(crate) async fn promote(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Session,
     Path(id): Path<String>,
-    form: Form,
+    PostedForm { session, .. }: PostedForm,
 ) -> Response {
-    let (nav, d) = match deployment_form(&state, &headers, &session, &id, &form).await {
+    let (nav, d) = match deployment_form(&state, &session, &id).await {
         Ok(found) => found,
         Err(refused) => return refused,
     };

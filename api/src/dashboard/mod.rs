@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use askama::Template;
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use session::Session;
@@ -201,9 +201,29 @@ pub(crate) fn see_other(to: &str) -> Response {
     resp
 }
 
-/// Whether a form post passes the anti-forgery checks for this session.
-pub(crate) fn form_ok(state: &AppState, headers: &HeaderMap, session: &Session, form: &Form) -> bool {
-    session::same_origin(headers) && session.csrf_ok(state, form.get("csrf").unwrap_or_default())
+/// A form posted by a signed-in user, past the anti-forgery checks: sent from this site, with
+/// this session's token. Handlers of such forms take this instead of `Session` and `Form`, so
+/// none can forget the check. Without a session: off to log in; a forged post: 403.
+pub(crate) struct PostedForm {
+    pub(crate) session: Session,
+    pub(crate) form: Form,
+}
+
+impl axum::extract::FromRequest<AppState> for PostedForm {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, Response> {
+        use axum::extract::FromRequestParts;
+        let (mut parts, body) = req.into_parts();
+        let session = Session::from_request_parts(&mut parts, state).await?;
+        let same_origin = session::same_origin(&parts.headers);
+        let form = Form::from_request(axum::extract::Request::from_parts(parts, body), state).await?;
+        if same_origin && session.csrf_ok(state, form.get("csrf").unwrap_or_default()) {
+            Ok(Self { session, form })
+        } else {
+            Err(forbidden_form())
+        }
+    }
 }
 
 /// A form body: every field, repeated names kept in order.

@@ -2,7 +2,7 @@
 
 use super::session::Session;
 use super::text::{duration, state_label, when};
-use super::{Flash, Form, Nav, api_error_page, forbidden_form, form_ok, render, see_other};
+use super::{Flash, Form, Nav, PostedForm, api_error_page, render, see_other};
 use crate::AppState;
 use crate::deployments::{CreateDeployment, create_deployment};
 use crate::projects::{
@@ -10,7 +10,7 @@ use crate::projects::{
 };
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use platform::model::{Deployment, DeploymentState, Framework, Project};
 use serde::Deserialize;
@@ -211,15 +211,7 @@ pub(crate) async fn new_page(State(state): State<AppState>, session: Session) ->
 }
 
 /// Step 1 → 2: look at the repository and show what would be built.
-pub(crate) async fn detect(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Session,
-    form: Form,
-) -> Response {
-    if !form_ok(&state, &headers, &session, &form) {
-        return forbidden_form();
-    }
+pub(crate) async fn detect(State(state): State<AppState>, PostedForm { session, form }: PostedForm) -> Response {
     let git_url = form.text("git_url");
     let github_repository = form.text("github_repository");
     // A repository picked from the list wins over a URL left in the other field.
@@ -311,15 +303,7 @@ fn env_from(form: &Form) -> BTreeMap<String, Option<String>> {
 }
 
 /// Step 2: create the project (and its first deployment).
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Session,
-    form: Form,
-) -> Response {
-    if !form_ok(&state, &headers, &session, &form) {
-        return forbidden_form();
-    }
+pub(crate) async fn create(State(state): State<AppState>, PostedForm { session, form }: PostedForm) -> Response {
     let req = CreateProject {
         name: form.get("name").unwrap_or_default().to_owned(),
         slug: form.text("slug"),
@@ -495,16 +479,7 @@ pub(crate) async fn show(
 
 /// A form posted on one of the user's projects: checked against forgery, and the project found
 /// (or the page to answer with instead).
-async fn project_form(
-    state: &AppState,
-    headers: &HeaderMap,
-    session: &Session,
-    slug: &str,
-    form: &Form,
-) -> Result<(Option<Nav>, Project), Response> {
-    if !form_ok(state, headers, session, form) {
-        return Err(forbidden_form());
-    }
+async fn project_form(state: &AppState, session: &Session, slug: &str) -> Result<(Option<Nav>, Project), Response> {
     let nav = Nav::new(session, "projects");
     match owned(state, &session.user, slug).await {
         Ok(p) => Ok((nav, p)),
@@ -514,12 +489,10 @@ async fn project_form(
 
 pub(crate) async fn deploy(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Session,
     Path(slug): Path<String>,
-    form: Form,
+    PostedForm { session, form }: PostedForm,
 ) -> Response {
-    let (nav, project) = match project_form(&state, &headers, &session, &slug, &form).await {
+    let (nav, project) = match project_form(&state, &session, &slug).await {
         Ok(found) => found,
         Err(refused) => return refused,
     };
@@ -535,12 +508,10 @@ pub(crate) async fn deploy(
 
 pub(crate) async fn settings(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Session,
     Path(slug): Path<String>,
-    form: Form,
+    PostedForm { session, form }: PostedForm,
 ) -> Response {
-    let (nav, project) = match project_form(&state, &headers, &session, &slug, &form).await {
+    let (nav, project) = match project_form(&state, &session, &slug).await {
         Ok(found) => found,
         Err(refused) => return refused,
     };
@@ -565,12 +536,10 @@ pub(crate) async fn settings(
 
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Session,
     Path(slug): Path<String>,
-    form: Form,
+    PostedForm { session, form }: PostedForm,
 ) -> Response {
-    let (nav, project) = match project_form(&state, &headers, &session, &slug, &form).await {
+    let (nav, project) = match project_form(&state, &session, &slug).await {
         Ok(found) => found,
         Err(refused) => return refused,
     };

@@ -348,6 +348,23 @@ impl SseEvent {
     }
 }
 
+/// The log lines among `events`, asserting that each line came once and in order (numbered
+/// 1, 2, 3, …): what every follower of a log must see.
+pub fn lines_in_order(events: &[SseEvent]) -> Vec<Value> {
+    let lines: Vec<Value> = events
+        .iter()
+        .filter(|e| e.event == "message")
+        .map(|e| e.json())
+        .collect();
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "every line once, in order"
+    );
+    lines
+}
+
 /// Opens the live log stream and collects events until `stop` says so (or the stream ends).
 pub async fn read_sse(
     platform: &Platform,
