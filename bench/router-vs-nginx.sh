@@ -7,13 +7,14 @@
 # over git's smart HTTP (bench/git-http.py), and deployed through CloudRunr's real path: a
 # project per site, a build in the sandbox, the upload to the artifact store. Then the harness
 # measures the router (`cloudrunr serve`, release build, pinned to the server CPUs) with
-# `--target`, and nginx as it starts it itself (same CPUs, same wrk pinning), scenario by
-# scenario.
+# `--target`, and nginx as it starts it itself (same CPUs, same wrk pinning). The servers take
+# turns scenario by scenario (the order alternating), so that a slow minute of a shared machine
+# weighs on both alike.
 #
 # Usage: bench/router-vs-nginx.sh [--quick] [--s3] [--duration S] [--repeat N] [--port N]
 #   --quick        5 s per run, 1 run per scenario (default: the harness's 10 s x 3, median)
-#   --s3           also serve the same sites from S3 (moto, warm router cache) and compare with
-#                  the local-disk figures
+#   --s3           also serve the same sites from S3 (moto, warm router cache; a second
+#                  `cloudrunr serve` on PORT+1) and compare with the local-disk figures
 #   --scenarios L  comma list of the harness's scenarios [all]
 #   --dir DIR      work directory [/tmp/cloudrunr-bench]
 #
@@ -109,21 +110,25 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-# start_router NAME [VAR=VALUE...]: `cloudrunr serve` pinned to the server CPUs, with the
-# sites deployed. Sets ROUTER_PID.
+declare -A ROUTER_PIDS ROUTER_PORT
+
+# start_router NAME PORT [VAR=VALUE...]: `cloudrunr serve` on PORT, pinned to the server CPUs,
+# with the sites deployed. Sets ROUTER_PIDS[NAME] and ROUTER_PORT[NAME].
 start_router() {
-  local name=$1; shift
+  local name=$1 port=$2; shift 2
   local data=$DIR/$name
   rm -rf "$data" && mkdir -p "$data"
-  env "$@" CLOUDRUNR_DATA_DIR="$data" CLOUDRUNR_LISTEN="127.0.0.1:$PORT" CLOUDRUNR_DOMAIN=localtest \
+  env "$@" CLOUDRUNR_DATA_DIR="$data" CLOUDRUNR_LISTEN="127.0.0.1:$port" CLOUDRUNR_DOMAIN=localtest \
     CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS="127.0.0.1:$GIT_PORT" RUST_LOG=warn \
     taskset -c "$SERVER_CPUS" "$BIN" serve > "$data/server.log" 2>&1 &
-  ROUTER_PID=$!
-  PIDS+=("$ROUTER_PID")
-  local api=http://127.0.0.1:$PORT/api i
+  local pid=$!
+  PIDS+=("$pid")
+  ROUTER_PIDS[$name]=$pid
+  ROUTER_PORT[$name]=$port
+  local api=http://127.0.0.1:$port/api i
   for i in $(seq 1 100); do
     curl -sf -o /dev/null "$api/openapi.json" && break
-    kill -0 "$ROUTER_PID" 2>/dev/null || die "cloudrunr exited at start; see $data/server.log"
+    kill -0 "$pid" 2>/dev/null || die "cloudrunr exited at start; see $data/server.log"
     sleep 0.1
   done
   local token
@@ -143,34 +148,52 @@ start_router() {
     [ "$state" = ready ] || die "$site: deployment still $state"
   done
   sleep 2
-  note "$name: cloudrunr pid $ROUTER_PID, idle rss_kb $(awk '/^VmRSS:/ { print $2 }' "/proc/$ROUTER_PID/status")"
-}
-
-stop_router() {
-  kill "$ROUTER_PID" 2>/dev/null || true
-  wait "$ROUTER_PID" 2>/dev/null || true
+  note "$name: cloudrunr pid $pid, idle rss_kb $(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")"
 }
 
 harness() { bash "$HARNESS" --dir "$DIR/edge" --server-cpus "$SERVER_CPUS" --client-cpus "$CLIENT_CPUS" "${HARNESS_ARGS[@]}" "$@"; }
 
-start_router router
-harness --target "127.0.0.1:$PORT" --name router --pid "$ROUTER_PID" | tee "$DIR/router.txt"
-stop_router
+# The scenarios, one at a time, each measured on both servers back to back (the order
+# alternating), so that a slow minute on a shared machine weighs on both sides alike.
+SCENARIO_LIST=$(sed -n 's/^ALL_SCENARIOS="\(.*\)"/\1/p' "$HARNESS")
+for ((i = 0; i < ${#HARNESS_ARGS[@]}; i++)); do
+  [ "${HARNESS_ARGS[$i]}" = --scenarios ] && SCENARIO_LIST=${HARNESS_ARGS[$((i + 1))]//,/ }
+done
+[ -n "$SCENARIO_LIST" ] || die "cannot read the harness's scenario list"
 
+# measure NAME...: each named server ("router", "router-s3", "nginx") on each scenario, appending
+# the harness's lines to $DIR/NAME.txt.
+measure() {
+  local name sc n=0 order
+  for name in "$@"; do : > "$DIR/$name.txt"; done
+  for sc in $SCENARIO_LIST; do
+    order=("$@")
+    # Every other scenario, the other way round.
+    if (( n++ % 2 )); then order=(); for name in "$@"; do order=("$name" "${order[@]}"); done; fi
+    for name in "${order[@]}"; do
+      case "$name" in
+        nginx) harness --port "$NGINX_PORT" --scenarios "$sc" nginx ;;
+        *) harness --target "127.0.0.1:${ROUTER_PORT[$name]}" --name "$name" --pid "${ROUTER_PIDS[$name]}" --scenarios "$sc" ;;
+      esac | tee -a "$DIR/$name.txt"
+    done
+  done
+}
+
+start_router router "$PORT"
 if [ "$S3" = 1 ]; then
   note "starting moto (scripts/services) for the S3 run"
   SERVICES_ENV=$(CLOUDRUNR_SERVICES_DIR='' scripts/services start)
   eval "$SERVICES_ENV"
   curl -sf -X PUT "$CLOUDRUNR_TEST_AWS_ENDPOINT/cloudrunr-bench" > /dev/null || die "cannot create the bucket"
-  start_router router-s3 CLOUDRUNR_ARTIFACT_STORE=s3://cloudrunr-bench/sites CLOUDRUNR_S3_PATH_STYLE=true \
+  start_router router-s3 "$((PORT + 1))" CLOUDRUNR_ARTIFACT_STORE=s3://cloudrunr-bench/sites CLOUDRUNR_S3_PATH_STYLE=true \
     AWS_ENDPOINT_URL="$CLOUDRUNR_TEST_AWS_ENDPOINT" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
   # Warm the router's cache the way traffic would, before measuring.
-  harness --target "127.0.0.1:$PORT" --name router-s3 --pid "$ROUTER_PID" --duration 2 --repeat 1 --warmup 1 > /dev/null
-  harness --target "127.0.0.1:$PORT" --name router-s3 --pid "$ROUTER_PID" | tee "$DIR/router-s3.txt"
-  stop_router
+  harness --target "127.0.0.1:${ROUTER_PORT[router-s3]}" --name router-s3 --pid "${ROUTER_PIDS[router-s3]}" \
+    --duration 2 --repeat 1 --warmup 1 > /dev/null
+  measure router router-s3 nginx
+else
+  measure router nginx
 fi
-
-harness --port "$NGINX_PORT" nginx | tee "$DIR/nginx.txt"
 
 # The ratios, last.
 ratios() {
@@ -184,6 +207,19 @@ ratios() {
       for (i = 1; i <= n; i++) { s = order[i]; printf "%s %s %s %.2f\n", s, a[s], b[s], (b[s] > 0 ? a[s] / b[s] : 0) }
     }' "$DIR/$1.txt" "$DIR/$2.txt"
 }
+# Latency: p99 of each server, scenario by scenario (as comments, before the ratios).
+p99s() {
+  awk -v left="$1" -v right="$2" '
+    FNR == 1 { file++ }
+    /^#/ { next }
+    file == 1 { a[$2] = $5; order[++n] = $2 }
+    file == 2 { b[$2] = $5 }
+    END {
+      printf "# scenario %s_p99_ms %s_p99_ms\n", left, right
+      for (i = 1; i <= n; i++) { s = order[i]; printf "# %s %s %s\n", s, a[s], b[s] }
+    }' "$DIR/$1.txt" "$DIR/$2.txt"
+}
+p99s router nginx
 if [ "$S3" = 1 ]; then
   echo "# S3 (warm cache) against local disk:"
   ratios router-s3 router | sed 's/^/# /'

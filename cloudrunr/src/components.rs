@@ -129,13 +129,15 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
     let bus = Bus::open_shared(&settings, "router").await?.dyn_bus();
     let sites = sites(&settings, &db, store).await;
     sites.spawn_watcher(bus);
+    let site_settings = Arc::new(settings.sites.clone());
+    let fast = router::wire::SiteConnections::new(sites.clone(), site_settings.clone());
     let app = axum::Router::new().fallback(serve_site).with_state(SiteFront {
         sites,
-        settings: Arc::new(settings.sites.clone()),
+        settings: site_settings,
     });
     println!("cloudrunr router listening on http://{bound}");
     println!("  Sites: {}", settings.sites.url_for("<project>"));
-    server::run(listener, app).await
+    server::run_with_sites(listener, app, fast).await
 }
 
 /// Cloned for every request (axum's `State`), so everything in it is behind an `Arc`.

@@ -44,10 +44,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let github = components::github(&settings, &db).await?;
     let hooks = components::webhook_routes(&settings, &github, bus.clone());
     let state = components::api_state(&settings, db, bus, store, executor, github).await?;
+    let site_settings = Arc::new(settings.sites.clone());
+    let fast = router::wire::SiteConnections::new(sites.clone(), site_settings.clone());
     let front = Front {
         api: api::router(state).merge(hooks),
         sites,
-        settings: Arc::new(settings.sites.clone()),
+        settings: site_settings,
     };
     let app = axum::Router::new().fallback(dispatch).with_state(front);
 
@@ -55,7 +57,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     println!("  API:   http://{bound}/api   (OpenAPI: http://{bound}/api/openapi.json)");
     println!("  Sites: {}", settings.sites.url_for("<project>"));
     println!("  Data:  {}", settings.data_dir.display());
-    server::run(listener, app).await
+    server::run_with_sites(listener, app, fast).await
 }
 
 /// Keeps the embedded router's table current, before the change is reported done.

@@ -246,3 +246,227 @@ async fn byte_ranges() {
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-length"), len.to_string());
 }
+
+/// One raw HTTP/1.1 connection, read response by response.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A response as read off the wire: status, headers (names lowercased), body.
+struct Wire {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Wire {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Conn {
+    async fn open(port: u16) -> Conn {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads more; false at the end of the stream.
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 16 * 1024];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), self.stream.read(&mut chunk))
+            .await
+            .expect("the server answers in time")
+            .expect("read");
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// The next response; `head` for the answer to a HEAD (no body whatever it announces).
+    async fn response(&mut self, head: bool) -> Wire {
+        let end = loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            assert!(self.fill().await, "connection closed before a response");
+        };
+        let text = String::from_utf8(self.buf[..end].to_vec()).expect("ASCII head");
+        self.buf.drain(..end);
+        let mut lines = text.split("\r\n");
+        let status_line = lines.next().expect("status line");
+        assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+        let status = status_line[9..12].parse().expect("status code");
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(':').expect("header line");
+                (n.to_ascii_lowercase(), v.trim().to_owned())
+            })
+            .collect();
+        let mut wire = Wire {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        let len: usize = match wire.header("content-length") {
+            _ if head || status == 304 => 0,
+            Some(len) => len.parse().expect("length"),
+            None => panic!("no content-length in {text}"),
+        };
+        while self.buf.len() < len {
+            assert!(self.fill().await, "connection closed inside a body");
+        }
+        wire.body = self.buf.drain(..len).collect();
+        wire
+    }
+
+    /// Whether the server closed the connection (nothing more after what was read).
+    async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+}
+
+/// The connection as a whole: requests pipelined or split across packets, HEAD, `Connection:
+/// close`, and the requests the fast path for sites does not take (a body, `Expect`, an API Host,
+/// a huge head, garbage), which must be answered exactly as before on the same connection —
+/// nothing read is lost when the connection changes hands.
+#[tokio::test]
+async fn one_connection_carries_every_kind_of_request() {
+    let site = Site::deploy().await;
+    let port = site.p.sites_port;
+    let host = format!("packed.localhost:{port}");
+    let index = original("index.html");
+    let script = original(SCRIPT);
+
+    let mut c = Conn::open(port).await;
+    // Two requests in one packet, then one arriving in three pieces.
+    c.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\nGET /{SCRIPT} HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
+        .await;
+    let first = c.response(false).await;
+    assert!(first.status == 200 && first.body == index, "{}", first.status);
+    assert!(first.header("date").is_some_and(|d| d.ends_with(" GMT")));
+    assert_eq!(first.header("x-content-type-options"), Some("nosniff"));
+    let second = c.response(false).await;
+    assert!(second.status == 200 && second.body == script, "{}", second.status);
+    assert_eq!(
+        second.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    for piece in ["GET /tin", "y.txt HTTP/1.1\r\nHo", &format!("st: {host}\r\n\r\n")] {
+        c.send(piece.as_bytes()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let split = c.response(false).await;
+    assert_eq!(
+        (split.status, split.body.as_slice()),
+        (200, original("tiny.txt").as_slice())
+    );
+    // Not a single-page app: a path it does not have is the platform's 404, kept-alive.
+    c.send(format!("GET /some/route HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await;
+    let missing = c.response(false).await;
+    assert_eq!(missing.status, 404);
+    assert!(String::from_utf8_lossy(&missing.body).contains("Not found"));
+
+    // HEAD: the GET's headers, no body — from the answer just cached, and before it is.
+    for path in ["/", "/tiny.txt"] {
+        c.send(format!("HEAD {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await;
+        let head = c.response(true).await;
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await;
+        let get = c.response(false).await;
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("content-length"), Some(get.body.len().to_string().as_str()));
+        assert_eq!(head.header("etag"), get.header("etag"));
+    }
+
+    // A request with a body (the site says 405), one expecting 100-continue, and one for the
+    // API: all on this same connection, in one packet with a site request after them.
+    let api_host = format!("127.0.0.1:{port}");
+    c.send(
+        format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nx=1\
+             GET /api/openapi.json HTTP/1.1\r\nHost: {api_host}\r\n\r\n\
+             GET /{SCRIPT} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let post = c.response(false).await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    let api = c.response(false).await;
+    assert_eq!(api.status, 200);
+    let spec: serde_json::Value = serde_json::from_slice(&api.body).expect("the OpenAPI document");
+    assert!(spec["openapi"].is_string());
+    let after = c.response(false).await;
+    assert!(after.status == 200 && after.body == script, "{}", after.status);
+
+    // Connection: close is honoured, and said back.
+    let mut c = Conn::open(port).await;
+    c.send(format!("GET /tiny.txt HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await;
+    let last = c.response(false).await;
+    assert_eq!(last.status, 200);
+    assert_eq!(last.header("connection"), Some("close"));
+    assert!(c.closed().await, "the server closes after Connection: close");
+
+    // A head longer than the fast path takes, and a malformed one: the general server answers.
+    let mut c = Conn::open(port).await;
+    let cookie = "a".repeat(20 * 1024);
+    c.send(format!("GET /tiny.txt HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n").as_bytes())
+        .await;
+    let long = c.response(false).await;
+    assert_eq!(
+        (long.status, long.body.as_slice()),
+        (200, original("tiny.txt").as_slice())
+    );
+    c.send(b"GET / HTTP/1.1\r\nHost: \x01bad\r\nbroken header line\r\n\r\n")
+        .await;
+    let bad = c.response(false).await;
+    assert_eq!(bad.status, 400);
+
+    // Expect: 100-continue on a site GET is taken over too, and still answered.
+    let mut c = Conn::open(port).await;
+    c.send(format!("GET /tiny.txt HTTP/1.1\r\nHost: {host}\r\nExpect: 100-continue\r\n\r\n").as_bytes())
+        .await;
+    let mut expect = c.response(false).await;
+    if expect.status == 100 {
+        expect = c.response(false).await;
+    }
+    assert_eq!(
+        (expect.status, expect.body.as_slice()),
+        (200, original("tiny.txt").as_slice())
+    );
+
+    // Conditional and ranged requests bypass the cache of answers: each gets its own answer.
+    let etag = first.header("etag").expect("an ETag").to_owned();
+    let mut c = Conn::open(port).await;
+    c.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes())
+        .await;
+    assert_eq!(c.response(false).await.status, 304);
+    c.send(format!("GET /tiny.txt HTTP/1.1\r\nHost: {host}\r\nRange: bytes=0-1\r\n\r\n").as_bytes())
+        .await;
+    let part = c.response(false).await;
+    assert_eq!((part.status, part.body.as_slice()), (206, &original("tiny.txt")[..2]));
+    c.send(format!("GET /tiny.txt HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await;
+    let whole = c.response(false).await;
+    assert_eq!(
+        (whole.status, whole.body.as_slice()),
+        (200, original("tiny.txt").as_slice())
+    );
+}

@@ -17,6 +17,7 @@ mod respond;
 mod rules;
 mod table;
 mod watcher;
+pub mod wire;
 
 pub use assets::is_hashed_asset;
 pub use cache::{CacheStats, CachedStore};
@@ -54,6 +55,8 @@ struct Inner {
     db: Database,
     store: Arc<dyn ArtifactStore>,
     table: ArcSwap<Table>,
+    /// Bumped after every table swap (see [`Sites::generation`]).
+    generation: std::sync::atomic::AtomicU64,
     /// Manifests of deployments served at their own hostname, loaded on first request.
     immutable: std::sync::Mutex<HashMap<DeploymentId, Arc<Manifest>>>,
     /// Serializes table updates. Each update reads the database and then publishes a table derived
@@ -75,6 +78,7 @@ impl Sites {
                 db,
                 store,
                 table: ArcSwap::from_pointee(Table::default()),
+                generation: std::sync::atomic::AtomicU64::new(0),
                 immutable: std::sync::Mutex::default(),
                 updates: tokio::sync::Mutex::new(()),
             }),
@@ -124,7 +128,7 @@ impl Sites {
         }
         let table = Table::from_sites(sites);
         tracing::info!(sites = table.len(), "routing table loaded");
-        self.inner.table.store(Arc::new(table));
+        self.publish(table);
         if failed.is_empty() {
             Ok(())
         } else {
@@ -163,8 +167,22 @@ impl Sites {
                 table.remove(project);
             }
         }
-        self.inner.table.store(Arc::new(table));
+        self.publish(table);
         Ok(())
+    }
+
+    /// Installs `table`, then moves the generation on — in that order: whoever reads the new
+    /// generation is sure to see this table (or a newer one), never the one before it.
+    fn publish(&self, table: Table) {
+        self.inner.table.store(Arc::new(table));
+        self.inner.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A number that changes whenever what any site answers may have changed (a new routing
+    /// table). An answer computed after reading generation `g` is still the answer for as long
+    /// as the generation is `g`: so caches of whole answers key on it.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Spawns a task that keeps the table current: RoutesChanged → reload_project; Lagged → load()
@@ -181,7 +199,13 @@ impl Sites {
     pub async fn serve(&self, label: &str, req: Request) -> Response {
         // The head only: a body is not `Sync`, and the answer does not depend on it.
         let (req, _) = req.into_parts();
-        let mut response = self.serve_site(label, &req).await;
+        self.answer(label, &req).await
+    }
+
+    /// [`Sites::serve`] from a request's head: what every way in (the general server, or
+    /// [`wire::SiteConnections`]) calls, so a site answers the same whichever way it is reached.
+    pub async fn answer(&self, label: &str, req: &Parts) -> Response {
+        let mut response = self.serve_site(label, req).await;
         // Previews and deployments' own hostnames are not for search engines: every answer under
         // them says so, error pages and redirects included.
         if label.contains("--") {
