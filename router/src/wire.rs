@@ -188,6 +188,25 @@ const ANSWER_BODY: usize = 1024 * 1024;
 /// Cached bodies from this long are sent with `sendfile` rather than copied.
 const SENDFILE_MIN: usize = 32 * 1024;
 
+/// Where an answer is to be kept, if it turns out cacheable: the cache, the request's key, and
+/// the generation read before answering.
+struct Keep<'a> {
+    answers: &'a Answers,
+    key: &'a [u8],
+    generation: u64,
+}
+
+impl Keep<'_> {
+    fn store(&self, head: &[u8], body: Bytes) {
+        let answer = Answer {
+            generation: self.generation,
+            head: Bytes::copy_from_slice(head),
+            body: AnswerBody::of(body),
+        };
+        self.answers.put(self.key, answer);
+    }
+}
+
 impl Answers {
     fn get(&self, key: &[u8], generation: u64) -> Option<Arc<Answer>> {
         let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -276,7 +295,11 @@ impl SiteConnections {
             };
             buf.advance(len);
             let response = self.sites.answer(&label, &parts).await;
-            let keep = (cacheable && !is_head).then(|| (self.answers.as_ref(), key.as_slice(), generation));
+            let keep = (cacheable && !is_head).then(|| Keep {
+                answers: &self.answers,
+                key: &key,
+                generation,
+            });
             if write_response(&mut stream, &mut out, response, is_head, close, keep)
                 .await
                 .is_err()
@@ -402,7 +425,7 @@ async fn write_response(
     response: axum::response::Response,
     head: bool,
     close: bool,
-    keep: Option<(&Answers, &[u8], u64)>,
+    keep: Option<Keep<'_>>,
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
@@ -441,16 +464,8 @@ async fn write_response(
     end_head(out, close);
 
     if bodiless || length == Some(0) {
-        if let Some((answers, key, generation)) = keep {
-            let head = Bytes::copy_from_slice(&out[..fixed]);
-            answers.put(
-                key,
-                Answer {
-                    generation,
-                    head,
-                    body: AnswerBody::Memory(Bytes::new()),
-                },
-            );
+        if let Some(keep) = keep {
+            keep.store(&out[..fixed], Bytes::new());
         }
         return stream.write_all(out).await;
     }
@@ -472,18 +487,10 @@ async fn write_response(
         };
         if first {
             first = false;
-            if let Some((answers, key, generation)) = keep
+            if let Some(keep) = &keep
                 && Some(data.len() as u64) == length
             {
-                let head = Bytes::copy_from_slice(&out[..fixed]);
-                answers.put(
-                    key,
-                    Answer {
-                        generation,
-                        head,
-                        body: AnswerBody::of(data.clone()),
-                    },
-                );
+                keep.store(&out[..fixed], data.clone());
             }
             if data.len() <= COPY_BODY {
                 out.extend_from_slice(&data);
