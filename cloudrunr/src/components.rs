@@ -130,7 +130,7 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
     let sites = sites(&settings, &db, store).await;
     sites.spawn_watcher(bus);
     let site_settings = Arc::new(settings.sites.clone());
-    let fast = router::wire::SiteConnections::new(sites.clone(), site_settings.clone());
+    let fast = router::wire::SiteConnections::new(sites.clone(), site_settings.clone(), &settings.data_dir);
     let app = axum::Router::new().fallback(serve_site).with_state(SiteFront {
         sites,
         settings: site_settings,

@@ -45,7 +45,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let hooks = components::webhook_routes(&settings, &github, bus.clone());
     let state = components::api_state(&settings, db, bus, store, executor, github).await?;
     let site_settings = Arc::new(settings.sites.clone());
-    let fast = router::wire::SiteConnections::new(sites.clone(), site_settings.clone());
+    let fast = router::wire::SiteConnections::new(sites.clone(), site_settings.clone(), &settings.data_dir);
     let front = Front {
         api: api::router(state).merge(hooks),
         sites,
