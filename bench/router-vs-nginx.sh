@@ -195,33 +195,28 @@ else
   measure router nginx
 fi
 
-# The ratios, last.
-ratios() {
-  awk -v left="$1" -v right="$2" '
+# side_by_side LEFT RIGHT FIELD HEADER: per scenario, harness field FIELD (3 = rps, 5 = p99 ms) of
+# LEFT's and RIGHT's lines, with their ratio when HEADER names one.
+side_by_side() {
+  awk -v left="$1" -v right="$2" -v field="$3" -v header="$4" '
     FNR == 1 { file++ }
     /^#/ { next }
-    file == 1 { a[$2] = $3; order[++n] = $2 }
-    file == 2 { b[$2] = $3 }
+    file == 1 { a[$2] = $field; order[++n] = $2 }
+    file == 2 { b[$2] = $field }
     END {
-      printf "scenario %s_rps %s_rps ratio\n", left, right
-      for (i = 1; i <= n; i++) { s = order[i]; printf "%s %s %s %.2f\n", s, a[s], b[s], (b[s] > 0 ? a[s] / b[s] : 0) }
+      print header
+      ratio = header ~ / ratio$/
+      for (i = 1; i <= n; i++) {
+        s = order[i]
+        if (ratio) printf "%s %s %s %.2f\n", s, a[s], b[s], (b[s] > 0 ? a[s] / b[s] : 0)
+        else printf "%s %s %s\n", s, a[s], b[s]
+      }
     }' "$DIR/$1.txt" "$DIR/$2.txt"
 }
-# Latency: p99 of each server, scenario by scenario (as comments, before the ratios).
-p99s() {
-  awk -v left="$1" -v right="$2" '
-    FNR == 1 { file++ }
-    /^#/ { next }
-    file == 1 { a[$2] = $5; order[++n] = $2 }
-    file == 2 { b[$2] = $5 }
-    END {
-      printf "# scenario %s_p99_ms %s_p99_ms\n", left, right
-      for (i = 1; i <= n; i++) { s = order[i]; printf "# %s %s %s\n", s, a[s], b[s] }
-    }' "$DIR/$1.txt" "$DIR/$2.txt"
-}
-p99s router nginx
+# Latency first, as comments; the ratios last.
+side_by_side router nginx 5 "scenario router_p99_ms nginx_p99_ms" | sed 's/^/# /'
 if [ "$S3" = 1 ]; then
   echo "# S3 (warm cache) against local disk:"
-  ratios router-s3 router | sed 's/^/# /'
+  side_by_side router-s3 router 3 "scenario router-s3_rps router_rps ratio" | sed 's/^/# /'
 fi
-ratios router nginx
+side_by_side router nginx 3 "scenario router_rps nginx_rps ratio"
