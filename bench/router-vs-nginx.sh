@@ -16,6 +16,9 @@
 #   --s3           also serve the same sites from S3 (moto, warm router cache; a second
 #                  `cloudrunr serve` on PORT+1) and compare with the local-disk figures
 #   --scenarios L  comma list of the harness's scenarios [all]
+#   --paired N     N single runs of each server per scenario, back to back (router, nginx, router,
+#                  nginx...): the ratio printed is then the median of the N per-pair ratios, the
+#                  figures the medians of the runs — steadier on a noisy machine than one median each
 #   --dir DIR      work directory [/tmp/cloudrunr-bench]
 #
 # Needs: wrk, nginx, curl, jq, git, taskset (installed with apt when missing, as root), and
@@ -33,6 +36,7 @@ PORT=18090
 NGINX_PORT=18080
 GIT_PORT=18070
 S3=0
+PAIRS=0
 HARNESS_ARGS=()
 SERVER_CPUS=0
 CLIENT_CPUS=1
@@ -40,6 +44,7 @@ CLIENT_CPUS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) HARNESS_ARGS+=(--duration 5 --repeat 1 --warmup 1); shift ;;
+    --paired) PAIRS=$2; shift 2 ;;
     --duration) HARNESS_ARGS+=(--duration "$2"); shift 2 ;;
     --repeat) HARNESS_ARGS+=(--repeat "$2"); shift 2 ;;
     --scenarios) HARNESS_ARGS+=(--scenarios "$2"); shift 2 ;;
@@ -164,17 +169,21 @@ done
 # measure NAME...: each named server ("router", "router-s3", "nginx") on each scenario, appending
 # the harness's lines to $DIR/NAME.txt.
 measure() {
-  local name sc n=0 order
+  local name sc n=0 order run runs=1 single=()
+  [ "$PAIRS" -gt 0 ] && { runs=$PAIRS; single=(--repeat 1); }
   for name in "$@"; do : > "$DIR/$name.txt"; done
   for sc in $SCENARIO_LIST; do
     order=("$@")
     # Every other scenario, the other way round.
     if (( n++ % 2 )); then order=(); for name in "$@"; do order=("$name" "${order[@]}"); done; fi
-    for name in "${order[@]}"; do
-      case "$name" in
-        nginx) harness --port "$NGINX_PORT" --scenarios "$sc" nginx ;;
-        *) harness --target "127.0.0.1:${ROUTER_PORT[$name]}" --name "$name" --pid "${ROUTER_PIDS[$name]}" --scenarios "$sc" ;;
-      esac | tee -a "$DIR/$name.txt"
+    for ((run = 0; run < runs; run++)); do
+      for name in "${order[@]}"; do
+        case "$name" in
+          nginx) harness --port "$NGINX_PORT" --scenarios "$sc" "${single[@]}" nginx ;;
+          *) harness --target "127.0.0.1:${ROUTER_PORT[$name]}" --name "$name" --pid "${ROUTER_PIDS[$name]}" \
+               --scenarios "$sc" "${single[@]}" ;;
+        esac | tee -a "$DIR/$name.txt"
+      done
     done
   done
 }
@@ -196,20 +205,30 @@ else
 fi
 
 # side_by_side LEFT RIGHT FIELD HEADER: per scenario, harness field FIELD (3 = rps, 5 = p99 ms) of
-# LEFT's and RIGHT's lines, with their ratio when HEADER names one.
+# LEFT's and RIGHT's lines (the median of their runs), with, when HEADER names one, the median of
+# the ratios of the runs taken in pairs (the k-th of LEFT with the k-th of RIGHT).
 side_by_side() {
   awk -v left="$1" -v right="$2" -v field="$3" -v header="$4" '
+    function median(v, k,   i, j, t) {
+      for (i = 2; i <= k; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+      return k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+    }
     FNR == 1 { file++ }
     /^#/ { next }
-    file == 1 { a[$2] = $field; order[++n] = $2 }
-    file == 2 { b[$2] = $field }
+    file == 1 { if (!($2 in na)) order[++n] = $2; a[$2, ++na[$2]] = $field }
+    file == 2 { b[$2, ++nb[$2]] = $field }
     END {
       print header
       ratio = header ~ / ratio$/
       for (i = 1; i <= n; i++) {
-        s = order[i]
-        if (ratio) printf "%s %s %s %.2f\n", s, a[s], b[s], (b[s] > 0 ? a[s] / b[s] : 0)
-        else printf "%s %s %s\n", s, a[s], b[s]
+        s = order[i]; split("", va); split("", vb); split("", vr)
+        for (k = 1; k <= na[s]; k++) va[k] = a[s, k]
+        for (k = 1; k <= nb[s]; k++) vb[k] = b[s, k]
+        pairs = na[s] < nb[s] ? na[s] : nb[s]
+        for (k = 1; k <= pairs; k++) vr[k] = (b[s, k] > 0 ? a[s, k] / b[s, k] : 0)
+        ma = median(va, na[s]); mb = (nb[s] > 0 ? median(vb, nb[s]) : 0)
+        if (ratio) printf "%s %s %s %.2f\n", s, ma, mb, (pairs > 0 ? median(vr, pairs) : 0)
+        else printf "%s %s %s\n", s, ma, mb
       }
     }' "$DIR/$1.txt" "$DIR/$2.txt"
 }
