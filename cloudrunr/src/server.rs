@@ -35,21 +35,10 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)>
 /// than waiting (Nagle's algorithm) for the acknowledgement of the previous segment — which,
 /// against a client's delayed ACKs, can hold a streamed body's first chunk back for 40 ms.
 pub async fn run(listener: TcpListener, app: axum::Router) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
-        }
-    });
+    let shutdown = cancelled_on_signal();
+    let listener = listener.tap_io(no_delay);
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown_signal().await;
-            shutdown.cancel();
-        }
-    });
     // Live log streams never end by themselves: give requests in flight a moment, then close.
     tokio::select! {
         result = server => result?,
@@ -70,17 +59,10 @@ pub async fn run(listener: TcpListener, app: axum::Router) -> anyhow::Result<()>
 /// must answer site requests too (it gets the ones the fast path hands off): it does, through
 /// the same [`router::Sites::answer`].
 pub async fn run_with_sites(listener: TcpListener, app: axum::Router, sites: SiteConnections) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown_signal().await;
-            shutdown.cancel();
-        }
-    });
+    let shutdown = cancelled_on_signal();
     let connections = TaskTracker::new();
     loop {
-        let (tcp, peer) = tokio::select! {
+        let (mut tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -92,9 +74,7 @@ pub async fn run_with_sites(listener: TcpListener, app: axum::Router, sites: Sit
             },
             () = shutdown.cancelled() => break,
         };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
-        }
+        no_delay(&mut tcp);
         let (app, sites, shutdown) = (app.clone(), sites.clone(), shutdown.clone());
         connections.spawn(async move {
             if let Ended::HandOff { stream, unread } = sites.serve(tcp, &shutdown).await {
@@ -178,6 +158,26 @@ impl AsyncWrite for Prefixed {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
+}
+
+/// `TCP_NODELAY` (see [`run`]); a socket that refuses it is served all the same.
+fn no_delay(tcp: &mut TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+    }
+}
+
+/// A token cancelled at the first SIGINT or SIGTERM.
+fn cancelled_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    shutdown
 }
 
 pub async fn shutdown_signal() {

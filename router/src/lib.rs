@@ -11,6 +11,8 @@ pub mod cache;
 mod encoding;
 mod error;
 mod path;
+#[cfg(test)]
+mod path_invariants;
 mod range;
 mod resolve;
 mod respond;

@@ -4,25 +4,10 @@
 //! the deployment's manifest, so even a path that slipped through could not read outside it. The
 //! checks here exist so that traversal attempts get a clear 400 instead of an accidental match.
 
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
-
-/// What is percent-encoded when a decoded segment goes back into a URL (a `Location` header):
-/// anything that would split or end the segment, and everything outside visible ASCII.
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
+// What is percent-encoded when a decoded segment goes back into a URL (a `Location` header): the
+// same set as a `_redirects` placeholder's value.
+use platform::site_rules::SEGMENT;
 
 /// A request path after percent-decoding and normalization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,33 +173,15 @@ mod tests {
         assert_eq!(url_path("", false), "/");
     }
 
-    /// What every accepted path satisfies, checked on generated inputs here and by the
-    /// `path_normalize` fuzz target.
-    fn check(raw: &str) {
-        let Ok(p) = RequestPath::parse(raw) else {
-            return;
-        };
-        assert!(!p.path.starts_with('/') && !p.path.ends_with('/'), "{raw:?}: {p:?}");
-        assert!(!p.path.contains("//"), "{raw:?}: {p:?}");
-        assert!(!p.path.contains(['\\', '\0']), "{raw:?}: {p:?}");
-        assert!(p.path.split('/').all(|s| s != ".." && s != "."), "{raw:?}: {p:?}");
-        assert!(!p.path.is_empty() || p.dir, "the root is a directory");
-        assert_eq!(
-            RequestPath::parse(&url_path(&p.path, p.dir)).as_ref(),
-            Ok(&p),
-            "{raw:?}"
-        );
-    }
-
     proptest::proptest! {
         #[test]
         fn normalized_paths_hold_their_invariants(raw in "(/|%2[eEfF]|%5[cC]|%00|%25|%[0-9a-fA-F]{2}|\\.|[a-z]|é|\\\\|\\?){0,24}") {
-            check(&raw);
+            crate::path_invariants::check(&raw);
         }
 
         #[test]
         fn any_text_is_parsed_or_refused(raw in ".{0,64}") {
-            check(&raw);
+            crate::path_invariants::check(&raw);
         }
 
         #[test]

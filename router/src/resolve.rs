@@ -166,12 +166,13 @@ fn lookup<'m>(manifest: &'m Manifest, candidate: &str) -> Option<(&'m RelPath, &
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use platform::DeploymentId;
     use platform::artifacts::ContentHash;
 
-    fn manifest(spa: bool, paths: &[&str]) -> Manifest {
+    /// A deployment of `paths` (content irrelevant), without rules; also for `rules`' tests.
+    pub(crate) fn manifest(spa: bool, paths: &[&str]) -> Manifest {
         let files = paths
             .iter()
             .map(|p| {

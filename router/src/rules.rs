@@ -156,35 +156,18 @@ pub(crate) fn add_headers(headers: &mut HeaderMap, rules: &SiteRules, path: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use platform::DeploymentId;
-    use platform::RelPath;
-    use platform::artifacts::{ContentHash, FileEntry};
     use platform::site_rules::{parse_headers, parse_redirects};
 
     fn manifest(paths: &[&str], redirects: &str, headers: &str) -> Manifest {
-        let files = paths
-            .iter()
-            .map(|p| {
-                let entry = FileEntry {
-                    hash: ContentHash::of(p.as_bytes()),
-                    size: 1,
-                    content_type: "text/html".into(),
-                    encodings: Default::default(),
-                };
-                (RelPath::parse(p).unwrap_or_else(|e| panic!("{p}: {e}")), entry)
-            })
-            .collect();
         let r = parse_redirects(redirects.as_bytes());
         let h = parse_headers(headers.as_bytes());
         assert!(r.warnings.is_empty() && h.warnings.is_empty(), "{r:?} {h:?}");
         Manifest {
-            deployment_id: DeploymentId::generate(),
-            spa: false,
-            files,
             rules: SiteRules {
                 redirects: r.rules,
                 headers: h.rules,
             },
+            ..crate::resolve::tests::manifest(false, paths)
         }
     }
 

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// The largest request head answered here; a longer one goes to the general server.
-pub const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEAD: usize = 16 * 1024;
 /// Header lines in a head answered here.
 const MAX_HEADERS: usize = 64;
 /// How long a kept-alive connection may wait for its next request.
@@ -70,9 +70,11 @@ struct Head<'b> {
     method: Method,
     target: &'b str,
     host: &'b str,
+    /// The site label in `host`.
+    label: &'b str,
     close: bool,
-    /// Copies of the headers the answer depends on (see [`READ_HEADERS`]).
-    headers: HeaderMap,
+    /// The headers the answer depends on.
+    read: ReadHeaders<'b>,
     /// Whether the answer may come from (and go to) the cache of answers: no conditional or
     /// range header, at most one `Accept-Encoding`.
     cacheable: bool,
@@ -85,14 +87,59 @@ impl Head<'_> {
     }
 
     /// The request, for [`Sites::answer`]; `None` for a target that is not a valid URI.
-    fn parts(self) -> Option<axum::http::request::Parts> {
+    fn parts(&self) -> Option<axum::http::request::Parts> {
         let uri = Uri::from_maybe_shared(Bytes::copy_from_slice(self.target.as_bytes())).ok()?;
         let mut request = Request::new(());
-        *request.method_mut() = self.method;
+        *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers;
+        *request.headers_mut() = self.read.to_map()?;
         Some(request.into_parts().0)
+    }
+}
+
+/// Of a request's headers, those its answer depends on ([`READ_HEADERS`]), left where they lie in
+/// the read buffer: nothing is copied unless the answer has to be computed.
+#[derive(Default)]
+struct ReadHeaders<'b> {
+    /// Index in [`READ_HEADERS`] and value.
+    items: [(usize, &'b [u8]); MAX_READ_HEADERS],
+    len: usize,
+}
+
+/// More of [`READ_HEADERS`] than this in one request, and it goes to the general server.
+const MAX_READ_HEADERS: usize = 8;
+
+impl<'b> ReadHeaders<'b> {
+    /// Adds one; false when there is no room left.
+    fn push(&mut self, index: usize, value: &'b [u8]) -> bool {
+        let Some(slot) = self.items.get_mut(self.len) else {
+            return false;
+        };
+        *slot = (index, value);
+        self.len += 1;
+        true
+    }
+
+    fn items(&self) -> &[(usize, &'b [u8])] {
+        &self.items[..self.len]
+    }
+
+    fn accept_encoding(&self) -> Option<&'b [u8]> {
+        self.items()
+            .iter()
+            .find(|(i, _)| READ_HEADERS[*i] == header::ACCEPT_ENCODING)
+            .map(|(_, v)| *v)
+    }
+
+    /// As a header map; `None` if a value is not a valid header value (`httparse` lets none
+    /// through that is not).
+    fn to_map(&self) -> Option<HeaderMap> {
+        let mut map = HeaderMap::with_capacity(self.len);
+        for (i, value) in self.items() {
+            map.append(READ_HEADERS[*i].clone(), HeaderValue::from_bytes(value).ok()?);
+        }
+        Some(map)
     }
 }
 
@@ -274,16 +321,13 @@ impl SiteConnections {
             let (is_head, close, len) = (head.is_head(), head.close, head.len);
             // Read before answering: an answer is good for the generation it started in.
             let generation = self.sites.generation();
-            let cacheable = head.cacheable;
-            if cacheable {
+            if head.cacheable {
                 key.clear();
                 key.extend_from_slice(head.host.as_bytes());
                 key.push(0);
                 key.extend_from_slice(head.target.as_bytes());
                 key.push(0);
-                if let Some(value) = head.headers.get(header::ACCEPT_ENCODING) {
-                    key.extend_from_slice(value.as_bytes());
-                }
+                key.extend_from_slice(head.read.accept_encoding().unwrap_or_default());
                 if let Some(answer) = self.answers.get(&key, generation) {
                     buf.advance(len);
                     if write_cached(&mut stream, &mut out, &answer, is_head, close)
@@ -296,23 +340,19 @@ impl SiteConnections {
                     continue;
                 }
             }
-            let label = self.settings.site_label(head.host).unwrap_or_default().to_owned();
             let Some(parts) = head.parts() else {
                 return hand_off(stream, buf);
             };
-            buf.advance(len);
-            let response = self.sites.answer(&label, &parts).await;
-            let keep = (cacheable && !is_head).then(|| Keep {
+            let response = self.sites.answer(head.label, &parts).await;
+            let keep = (head.cacheable && !is_head).then(|| Keep {
                 answers: &self.answers,
                 key: &key,
                 generation,
                 dir: &self.answer_dir,
             });
-            if write_response(&mut stream, &mut out, response, is_head, close, keep)
-                .await
-                .is_err()
-                || close
-            {
+            let written = write_response(&mut stream, &mut out, response, is_head, close, keep).await;
+            buf.advance(len);
+            if written.is_err() || close {
                 return Ended::Closed;
             }
         }
@@ -346,7 +386,7 @@ impl SiteConnections {
         let mut host = None;
         let mut close = false;
         let mut cacheable = true;
-        let mut headers = HeaderMap::new();
+        let mut read = ReadHeaders::default();
         for line in req.headers.iter() {
             let name = line.name;
             if name.eq_ignore_ascii_case("host") {
@@ -370,29 +410,32 @@ impl SiteConnections {
             {
                 // A body, or a change of protocol: for the general server.
                 return Parsed::HandOff;
-            } else if let Some(read) = READ_HEADERS.iter().find(|h| name.eq_ignore_ascii_case(h.as_str())) {
+            } else if let Some(index) = READ_HEADERS.iter().position(|h| name.eq_ignore_ascii_case(h.as_str())) {
                 // Only what site answers depend on is kept (see `READ_HEADERS`).
-                let Ok(value) = HeaderValue::from_bytes(line.value) else {
-                    return Parsed::HandOff;
-                };
-                if *read != header::ACCEPT_ENCODING || headers.contains_key(read) {
+                if READ_HEADERS[index] != header::ACCEPT_ENCODING || read.accept_encoding().is_some() {
                     cacheable = false;
                 }
-                headers.append(read.clone(), value);
+                if !read.push(index, line.value) {
+                    return Parsed::HandOff;
+                }
             }
         }
         let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
             return Parsed::HandOff;
         };
-        if self.settings.site_label(host).is_none() || !host.bytes().all(|b| b.is_ascii_graphic()) {
+        let Some(label) = self.settings.site_label(host) else {
+            return Parsed::HandOff;
+        };
+        if !host.bytes().all(|b| b.is_ascii_graphic()) {
             return Parsed::HandOff;
         }
         Parsed::Fast(Head {
             method,
             target,
             host,
+            label,
             close,
-            headers,
+            read,
             cacheable,
             len,
         })
@@ -408,6 +451,9 @@ static READ_HEADERS: [HeaderName; 4] = [
     header::IF_RANGE,
 ];
 
+/// What one parse of the read buffer found. `Head` is a few hundred bytes of slices into the
+/// buffer; it lives on the stack for one request, and boxing it would allocate per request.
+#[allow(clippy::large_enum_variant)]
 enum Parsed<'b> {
     Fast(Head<'b>),
     Partial,

@@ -332,13 +332,24 @@ async fn a_5_mb_object_streams_back_intact(h: &Harness) {
     let bytes = noise(LEN, 0x5eed);
     let hash = h.put(&bytes).await;
     drop(bytes);
-    let mut object = h.store.get_object(&hash).await.unwrap();
+    let object = h.store.get_object(&hash).await.unwrap();
     assert_eq!(object.len, LEN as u64);
     // Read in small pieces: the body must arrive as a stream, in order, whole.
+    let (total, reads, digest) = read_in_pieces(object).await;
+    assert_eq!(total, LEN);
+    assert!(reads >= LEN / PIECE, "read in {reads} pieces");
+    assert_eq!(digest, hash);
+}
+
+/// The size of the reads of [`read_in_pieces`].
+const PIECE: usize = 64 * 1024;
+
+/// Reads `object` to its end in reads of at most [`PIECE`] bytes: the bytes read, how many reads
+/// it took, and the hash of what was read.
+async fn read_in_pieces(mut object: ObjectReader) -> (usize, usize, ContentHash) {
     let mut digest = Sha256::new();
-    let mut total = 0usize;
-    let mut reads = 0usize;
-    let mut buf = vec![0u8; 64 * 1024];
+    let (mut total, mut reads) = (0, 0);
+    let mut buf = vec![0u8; PIECE];
     loop {
         let n = object.reader.read(&mut buf).await.unwrap();
         if n == 0 {
@@ -348,9 +359,7 @@ async fn a_5_mb_object_streams_back_intact(h: &Harness) {
         total += n;
         reads += 1;
     }
-    assert_eq!(total, LEN);
-    assert!(reads >= LEN / buf.len(), "read in {reads} pieces");
-    assert_eq!(ContentHash::from_digest(digest), hash);
+    (total, reads, ContentHash::from_digest(digest))
 }
 
 async fn a_manifest_written_last_makes_a_deployment_visible(h: &Harness) {
@@ -433,24 +442,11 @@ async fn a_range_of_a_big_object_streams(h: &Harness) {
     let bytes = noise(LEN, 0xb16);
     let hash = h.put(&bytes).await;
     let (start, len) = (1024 * 1024 + 7, 1024 * 1024 + 13);
-    let mut object = h.store.get_object_range(&hash, start as u64, len as u64).await.unwrap();
+    let object = h.store.get_object_range(&hash, start as u64, len as u64).await.unwrap();
     assert_eq!(object.len, len as u64);
-    let mut digest = Sha256::new();
-    let mut total = 0usize;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = object.reader.read(&mut buf).await.unwrap();
-        if n == 0 {
-            break;
-        }
-        digest.update(&buf[..n]);
-        total += n;
-    }
+    let (total, _, digest) = read_in_pieces(object).await;
     assert_eq!(total, len);
-    assert_eq!(
-        ContentHash::from_digest(digest),
-        ContentHash::of(&bytes[start..start + len])
-    );
+    assert_eq!(digest, ContentHash::of(&bytes[start..start + len]));
 }
 
 async fn manifests_keep_encoded_variants(h: &Harness) {

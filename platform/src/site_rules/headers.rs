@@ -142,17 +142,13 @@ pub fn parse_headers(input: &[u8]) -> Parsed<HeaderBlock> {
         }
     };
     for (number, line) in lines {
-        let line = match line {
-            Ok(line) => line,
+        let text = match line {
+            Ok(text) => text,
             Err(message) => {
                 out.warnings.push(Warning::at(number, message));
                 continue;
             }
         };
-        let text = line.trim();
-        if text.is_empty() || text.starts_with('#') {
-            continue;
-        }
         let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
         let is_url = lower.starts_with("http://") || lower.starts_with("https://");
         if text.starts_with('/') || is_url {

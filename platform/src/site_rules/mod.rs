@@ -19,7 +19,7 @@ mod pattern;
 mod redirects;
 
 pub use headers::{HeaderBlock, check_header, parse_headers};
-pub use pattern::{Captures, PathPattern};
+pub use pattern::{Captures, PathPattern, SEGMENT};
 pub use redirects::{Action, RedirectRule, STATUSES, Target, parse_redirects};
 
 use serde::{Deserialize, Serialize};
@@ -144,8 +144,9 @@ impl<T> Default for Parsed<T> {
     }
 }
 
-/// The lines of a rules file with their 1-based numbers: `\n` or `\r\n` separated, a leading
-/// UTF-8 byte order mark skipped, over-long and non-UTF-8 lines given as the reason to skip them.
+/// The lines of a rules file that say something, with their 1-based numbers: `\n` or `\r\n`
+/// separated, a leading UTF-8 byte order mark skipped, each trimmed; blank lines and `#` comment
+/// lines left out; over-long and non-UTF-8 lines given as the reason to skip them.
 struct Lines<'a> {
     rest: Option<&'a [u8]>,
     number: usize,
@@ -172,20 +173,27 @@ impl<'a> Iterator for Lines<'a> {
     type Item = (usize, Result<&'a str, String>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let rest = self.rest.filter(|r| !r.is_empty())?;
-        let (line, after) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-            None => (rest, None),
-        };
-        self.rest = after;
-        self.number += 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > MAX_LINE_BYTES {
-            let message = format!("the line is longer than {MAX_LINE_BYTES} bytes: it is ignored");
-            return Some((self.number, Err(message)));
+        loop {
+            let rest = self.rest.filter(|r| !r.is_empty())?;
+            let (line, after) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                None => (rest, None),
+            };
+            self.rest = after;
+            self.number += 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > MAX_LINE_BYTES {
+                let message = format!("the line is longer than {MAX_LINE_BYTES} bytes: it is ignored");
+                return Some((self.number, Err(message)));
+            }
+            let Ok(line) = std::str::from_utf8(line) else {
+                return Some((self.number, Err("the line is not UTF-8: it is ignored".to_owned())));
+            };
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                return Some((self.number, Ok(line)));
+            }
         }
-        let line = std::str::from_utf8(line).map_err(|_| "the line is not UTF-8: it is ignored".to_owned());
-        Some((self.number, line))
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 
 /// Characters encoded when a decoded value goes back into a URL path segment: everything that
 /// would end, split or change the meaning of a segment, and everything outside visible ASCII.
-pub(crate) const SEGMENT: &AsciiSet = &CONTROLS
+pub const SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')

@@ -269,10 +269,6 @@ pub fn parse_redirects(input: &[u8]) -> Parsed<RedirectRule> {
                 continue;
             }
         };
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
         if out.rules.len() >= MAX_REDIRECTS {
             out.warnings.push(Warning::at(
                 number,
