@@ -153,7 +153,7 @@ start_router() {
     [ "$state" = ready ] || die "$site: deployment still $state"
   done
   sleep 2
-  note "$name: cloudrunr pid $pid, idle rss_kb $(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")"
+  note "$name: cloudrunr pid $pid, idle $(awk '/^(VmRSS|RssAnon|RssFile):/ { sub(":", ""); printf "%s%s_kb %s", sep, tolower($1), $2; sep = " " }' "/proc/$pid/status")"
 }
 
 harness() { bash "$HARNESS" --dir "$DIR/edge" --server-cpus "$SERVER_CPUS" --client-cpus "$CLIENT_CPUS" "${HARNESS_ARGS[@]}" "$@"; }

@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// The largest request head answered here; a longer one goes to the general server.
@@ -42,6 +43,9 @@ const MAX_HEADERS: usize = 64;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a request head may take to arrive once it has begun.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How late a connection's deadline may be: it is moved on only when it would move by more, so
+/// that a busy connection does not take a timer off and put one back for every request.
+const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 /// A body at most this long is copied behind the head and sent with one `write`; a longer one is
 /// sent from where it is, with a vectored write.
 const COPY_BODY: usize = 16 * 1024;
@@ -295,6 +299,10 @@ impl SiteConnections {
         let mut buf = BytesMut::with_capacity(4096);
         let mut out = Vec::with_capacity(1024);
         let mut key = Vec::with_capacity(256);
+        // One timer and one wait for shutdown per connection, not one of each per read.
+        let shutdown = shutdown.cancelled();
+        let deadline = tokio::time::sleep(IDLE_TIMEOUT);
+        tokio::pin!(shutdown, deadline);
         loop {
             let head = loop {
                 match self.parse(&buf) {
@@ -307,15 +315,21 @@ impl SiteConnections {
                 }
                 // Waiting for a new request is idling; for the rest of one, a slow client.
                 let wait = if buf.is_empty() { IDLE_TIMEOUT } else { HEAD_TIMEOUT };
+                let want = Instant::now() + wait;
+                let set = deadline.deadline();
+                if want < set || want > set + DEADLINE_SLACK {
+                    deadline.as_mut().reset(want);
+                }
                 buf.reserve(4096);
                 let read = tokio::select! {
                     biased;
-                    read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
-                    () = shutdown.cancelled() => return Ended::Closed,
+                    read = stream.read_buf(&mut buf) => read,
+                    () = &mut deadline => return Ended::Closed,
+                    () = &mut shutdown => return Ended::Closed,
                 };
                 match read {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ended::Closed,
-                    Ok(Ok(_)) => {}
+                    Ok(0) | Err(_) => return Ended::Closed,
+                    Ok(_) => {}
                 }
             };
             let (is_head, close, len) = (head.is_head(), head.close, head.len);
