@@ -29,8 +29,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncReadExt;
 use tokio::io::Interest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,8 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How late a connection's deadline may be: it is moved on only when it would move by more, so
 /// that a busy connection does not take a timer off and put one back for every request.
 const DEADLINE_SLACK: Duration = Duration::from_secs(1);
+/// How long a response may wait for the client to take more of it (nginx's `send_timeout`).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// A body at most this long is copied behind the head and sent with one `write`; a longer one is
 /// sent from where it is, with a vectored write.
 const COPY_BODY: usize = 16 * 1024;
@@ -344,11 +346,7 @@ impl SiteConnections {
                 key.extend_from_slice(head.read.accept_encoding().unwrap_or_default());
                 if let Some(answer) = self.answers.get(&key, generation) {
                     buf.advance(len);
-                    if write_cached(&mut stream, &mut out, &answer, is_head, close)
-                        .await
-                        .is_err()
-                        || close
-                    {
+                    if write_cached(&stream, &mut out, &answer, is_head, close).await.is_err() || close {
                         return Ended::Closed;
                     }
                     continue;
@@ -364,7 +362,7 @@ impl SiteConnections {
                 generation,
                 dir: &self.answer_dir,
             });
-            let written = write_response(&mut stream, &mut out, response, is_head, close, keep).await;
+            let written = write_response(&stream, &mut out, response, is_head, close, keep).await;
             buf.advance(len);
             if written.is_err() || close {
                 return Ended::Closed;
@@ -488,7 +486,7 @@ fn hand_off(stream: TcpStream, buf: BytesMut) -> Ended {
 /// to it — longer is cut, shorter ends the connection. A body of no known length is delimited by
 /// closing the connection.
 async fn write_response(
-    stream: &mut TcpStream,
+    stream: &TcpStream,
     out: &mut Vec<u8>,
     response: axum::response::Response,
     head: bool,
@@ -535,7 +533,7 @@ async fn write_response(
         if let Some(keep) = keep {
             keep.store(&out[..fixed], Bytes::new());
         }
-        return stream.write_all(out).await;
+        return send_all(stream, out).await;
     }
     let mut left = length.unwrap_or(u64::MAX);
     let mut first = true;
@@ -562,16 +560,16 @@ async fn write_response(
             }
             if data.len() <= COPY_BODY {
                 out.extend_from_slice(&data);
-                stream.write_all(out).await?;
+                send_all(stream, out).await?;
             } else {
                 write_two(stream, out, &data).await?;
             }
         } else {
-            stream.write_all(&data).await?;
+            send_all(stream, &data).await?;
         }
     }
     if first {
-        stream.write_all(out).await?;
+        send_all(stream, out).await?;
     }
     if left != 0 && length.is_some() {
         // Shorter than announced: the client is still waiting for bytes that will not come.
@@ -606,7 +604,7 @@ fn end_head(out: &mut Vec<u8>, close: bool) {
 
 /// Sends a cached answer (its head only for `HEAD`).
 async fn write_cached(
-    stream: &mut TcpStream,
+    stream: &TcpStream,
     out: &mut Vec<u8>,
     answer: &Answer,
     head: bool,
@@ -616,12 +614,12 @@ async fn write_cached(
     out.extend_from_slice(&answer.head);
     end_head(out, close);
     if head {
-        return stream.write_all(out).await;
+        return send_all(stream, out).await;
     }
     match &answer.body {
         AnswerBody::Memory(body) if body.len() <= COPY_BODY => {
             out.extend_from_slice(body);
-            stream.write_all(out).await
+            send_all(stream, out).await
         }
         AnswerBody::Memory(body) => write_two(stream, out, body).await,
         AnswerBody::File(AnswerFile { file, len }) => {
@@ -655,15 +653,32 @@ async fn write_cached(
     }
 }
 
-/// Runs a non-blocking write `f` on `stream` once the socket can take it.
+/// Runs a non-blocking write `f` on `stream`, waiting for the socket to take more when it is full
+/// — for at most [`SEND_TIMEOUT`] each time, as nginx's `send_timeout`: a client that stops reading
+/// does not hold its connection for ever.
 async fn write_with(stream: &TcpStream, mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
     loop {
-        stream.writable().await?;
         match stream.try_io(Interest::WRITABLE, &mut f) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             result => return result,
         }
+        match tokio::time::timeout(SEND_TIMEOUT, stream.writable()).await {
+            Ok(ready) => ready?,
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        }
     }
+}
+
+/// Writes all of `data`, with [`write_with`]'s patience.
+async fn send_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = write_with(stream, || stream.try_write(data)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+    }
+    Ok(())
 }
 
 /// `n` in decimal, in `buf`.
@@ -690,10 +705,13 @@ fn take(mut data: Bytes, left: &mut u64) -> Bytes {
 }
 
 /// Writes `a` then `b`, with as few writes as the socket allows.
-async fn write_two(stream: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
+async fn write_two(stream: &TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
     let (mut a, mut b) = (a, b);
     while !a.is_empty() {
-        let n = stream.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]).await?;
+        let n = write_with(stream, || {
+            stream.try_write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+        })
+        .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -701,7 +719,7 @@ async fn write_two(stream: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()>
         a = &a[from_a..];
         b = &b[n - from_a..];
     }
-    stream.write_all(b).await
+    send_all(stream, b).await
 }
 
 /// Runs `f` with the current `Date` value (RFC 9110's IMF-fixdate), formatted at most once a
@@ -728,6 +746,21 @@ fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_let_go() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // Far more than the two sockets' buffers hold.
+        let data = vec![b'x'; 64 << 20];
+        let started = Instant::now();
+        let sent = tokio::time::timeout(SEND_TIMEOUT * 2, send_all(&server, &data)).await;
+        let error = sent.expect("the write gives up by itself").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= SEND_TIMEOUT);
+        drop(client);
+    }
 
     #[test]
     fn take_counts_down_and_truncates() {
