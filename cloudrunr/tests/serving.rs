@@ -277,6 +277,14 @@ impl Conn {
         }
     }
 
+    /// Sends `METHOD target` for `host`, with `extra` header lines (each ending in CRLF), and
+    /// reads the (first) response.
+    async fn request(&mut self, method: &str, target: &str, host: &str, extra: &str) -> Wire {
+        self.send(format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").as_bytes())
+            .await;
+        self.response(method == "HEAD").await
+    }
+
     async fn send(&mut self, bytes: &[u8]) {
         use tokio::io::AsyncWriteExt;
         self.stream.write_all(bytes).await.expect("write");
@@ -349,6 +357,7 @@ async fn one_connection_carries_every_kind_of_request() {
     let host = format!("packed.localhost:{port}");
     let index = original("index.html");
     let script = original(SCRIPT);
+    let tiny = original("tiny.txt");
 
     let mut c = Conn::open(port).await;
     // Two requests in one packet, then one arriving in three pieces.
@@ -369,25 +378,16 @@ async fn one_connection_carries_every_kind_of_request() {
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     }
     let split = c.response(false).await;
-    assert_eq!(
-        (split.status, split.body.as_slice()),
-        (200, original("tiny.txt").as_slice())
-    );
+    assert_eq!((split.status, split.body.as_slice()), (200, tiny.as_slice()));
     // Not a single-page app: a path it does not have is the platform's 404, kept-alive.
-    c.send(format!("GET /some/route HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await;
-    let missing = c.response(false).await;
+    let missing = c.request("GET", "/some/route", &host, "").await;
     assert_eq!(missing.status, 404);
     assert!(String::from_utf8_lossy(&missing.body).contains("Not found"));
 
     // HEAD: the GET's headers, no body — from the answer just cached, and before it is.
     for path in ["/", "/tiny.txt"] {
-        c.send(format!("HEAD {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
-            .await;
-        let head = c.response(true).await;
-        c.send(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
-            .await;
-        let get = c.response(false).await;
+        let head = c.request("HEAD", path, &host, "").await;
+        let get = c.request("GET", path, &host, "").await;
         assert_eq!(head.status, 200);
         assert_eq!(head.header("content-length"), Some(get.body.len().to_string().as_str()));
         assert_eq!(head.header("etag"), get.header("etag"));
@@ -417,9 +417,7 @@ async fn one_connection_carries_every_kind_of_request() {
 
     // Connection: close is honoured, and said back.
     let mut c = Conn::open(port).await;
-    c.send(format!("GET /tiny.txt HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await;
-    let last = c.response(false).await;
+    let last = c.request("GET", "/tiny.txt", &host, "Connection: close\r\n").await;
     assert_eq!(last.status, 200);
     assert_eq!(last.header("connection"), Some("close"));
     assert!(c.closed().await, "the server closes after Connection: close");
@@ -427,13 +425,10 @@ async fn one_connection_carries_every_kind_of_request() {
     // A head longer than the fast path takes, and a malformed one: the general server answers.
     let mut c = Conn::open(port).await;
     let cookie = "a".repeat(20 * 1024);
-    c.send(format!("GET /tiny.txt HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n").as_bytes())
+    let long = c
+        .request("GET", "/tiny.txt", &host, &format!("Cookie: {cookie}\r\n"))
         .await;
-    let long = c.response(false).await;
-    assert_eq!(
-        (long.status, long.body.as_slice()),
-        (200, original("tiny.txt").as_slice())
-    );
+    assert_eq!((long.status, long.body.as_slice()), (200, tiny.as_slice()));
     c.send(b"GET / HTTP/1.1\r\nHost: \x01bad\r\nbroken header line\r\n\r\n")
         .await;
     let bad = c.response(false).await;
@@ -441,32 +436,21 @@ async fn one_connection_carries_every_kind_of_request() {
 
     // Expect: 100-continue on a site GET is taken over too, and still answered.
     let mut c = Conn::open(port).await;
-    c.send(format!("GET /tiny.txt HTTP/1.1\r\nHost: {host}\r\nExpect: 100-continue\r\n\r\n").as_bytes())
-        .await;
-    let mut expect = c.response(false).await;
+    let mut expect = c.request("GET", "/tiny.txt", &host, "Expect: 100-continue\r\n").await;
     if expect.status == 100 {
         expect = c.response(false).await;
     }
-    assert_eq!(
-        (expect.status, expect.body.as_slice()),
-        (200, original("tiny.txt").as_slice())
-    );
+    assert_eq!((expect.status, expect.body.as_slice()), (200, tiny.as_slice()));
 
     // Conditional and ranged requests bypass the cache of answers: each gets its own answer.
     let etag = first.header("etag").expect("an ETag").to_owned();
     let mut c = Conn::open(port).await;
-    c.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes())
+    let revalidated = c
+        .request("GET", "/", &host, &format!("If-None-Match: {etag}\r\n"))
         .await;
-    assert_eq!(c.response(false).await.status, 304);
-    c.send(format!("GET /tiny.txt HTTP/1.1\r\nHost: {host}\r\nRange: bytes=0-1\r\n\r\n").as_bytes())
-        .await;
-    let part = c.response(false).await;
-    assert_eq!((part.status, part.body.as_slice()), (206, &original("tiny.txt")[..2]));
-    c.send(format!("GET /tiny.txt HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await;
-    let whole = c.response(false).await;
-    assert_eq!(
-        (whole.status, whole.body.as_slice()),
-        (200, original("tiny.txt").as_slice())
-    );
+    assert_eq!(revalidated.status, 304);
+    let part = c.request("GET", "/tiny.txt", &host, "Range: bytes=0-1\r\n").await;
+    assert_eq!((part.status, part.body.as_slice()), (206, &tiny[..2]));
+    let whole = c.request("GET", "/tiny.txt", &host, "").await;
+    assert_eq!((whole.status, whole.body.as_slice()), (200, tiny.as_slice()));
 }

@@ -321,7 +321,7 @@ fn in_memory(bytes: Bytes) -> ObjectReader {
 
 /// Locks a cache map. Nothing that runs under these locks panics halfway through an update, so a
 /// poisoned lock still guards a consistent map and is used as is.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -14,6 +14,7 @@
 //! request body: request smuggling has nothing to work with here.
 
 use crate::Sites;
+use crate::cache::lock;
 use axum::body::HttpBody;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, StatusCode, Uri, Version};
@@ -266,13 +267,13 @@ impl Keep<'_> {
 
 impl Answers {
     fn get(&self, key: &[u8], generation: u64) -> Option<Arc<Answer>> {
-        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = lock(&self.map);
         map.entries.get(key).filter(|a| a.generation == generation).cloned()
     }
 
     fn put(&self, key: &[u8], answer: Answer) {
         let size = key.len() + answer.head.len() + answer.body.len();
-        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = lock(&self.map);
         if map.entries.len() >= ANSWERS || map.bytes + size > ANSWER_BYTES {
             map.entries.clear();
             map.bytes = 0;
@@ -523,7 +524,7 @@ async fn write_response(
     }
     if let (false, Some(length)) = (bodiless, length) {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa(length, &mut [0; 20]));
+        out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     let fixed = out.len();
@@ -624,18 +625,7 @@ async fn write_cached(
         AnswerBody::Memory(body) => write_two(stream, out, body).await,
         AnswerBody::File(AnswerFile { file, len }) => {
             // The head waits (MSG_MORE) to leave in the same segment as the body's start.
-            let mut sent = 0;
-            while sent < out.len() {
-                sent += write_with(stream, || {
-                    nix::sys::socket::send(
-                        stream.as_raw_fd(),
-                        &out[sent..],
-                        MsgFlags::from_bits_retain(nix::libc::MSG_MORE),
-                    )
-                    .map_err(io::Error::from)
-                })
-                .await?;
-            }
+            send_all_with(stream, out, MsgFlags::from_bits_retain(nix::libc::MSG_MORE)).await?;
             let mut offset: nix::libc::off_t = 0;
             while (offset as usize) < *len {
                 let left = *len - offset as usize;
@@ -670,28 +660,23 @@ async fn write_with(stream: &TcpStream, mut f: impl FnMut() -> io::Result<usize>
 }
 
 /// Writes all of `data`, with [`write_with`]'s patience.
-async fn send_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+async fn send_all(stream: &TcpStream, data: &[u8]) -> io::Result<()> {
+    send_all_with(stream, data, MsgFlags::empty()).await
+}
+
+/// [`send_all`] with `send(2)` flags.
+async fn send_all_with(stream: &TcpStream, mut data: &[u8], flags: MsgFlags) -> io::Result<()> {
     while !data.is_empty() {
-        let n = write_with(stream, || stream.try_write(data)).await?;
+        let n = write_with(stream, || {
+            nix::sys::socket::send(stream.as_raw_fd(), data, flags).map_err(io::Error::from)
+        })
+        .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
         data = &data[n..];
     }
     Ok(())
-}
-
-/// `n` in decimal, in `buf`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// At most `left` bytes of `data`, counted off `left`.
@@ -839,13 +824,6 @@ mod tests {
             0,
             "the file has no name"
         );
-    }
-
-    #[test]
-    fn decimal() {
-        for n in [0, 7, 10, 2088, u64::MAX] {
-            assert_eq!(itoa(n, &mut [0; 20]), n.to_string().as_bytes());
-        }
     }
 
     #[test]
