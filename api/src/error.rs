@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use platform::db::DbError;
+use db::DbError;
 use serde_json::json;
 
 #[derive(Debug)]

@@ -8,8 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use builder::git::GitError;
+use db::{NewProject, ProjectUpdate};
 use platform::bus::Notice;
-use platform::db::{NewProject, ProjectUpdate};
 use platform::model::{BuildSettings, Framework, GithubLink, Project, User};
 use platform::settings::Secret;
 use platform::{BranchName, EnvKey, GitUrl, ProjectSlug, RelPath};
@@ -148,7 +148,7 @@ async fn resolve_branch(
 /// Where a new project's code comes from.
 enum Source {
     Url(GitUrl),
-    Github(platform::db::RepositoryRecord),
+    Github(db::RepositoryRecord),
 }
 
 /// Where the code of a new project comes from, from what the user gave.

@@ -1,8 +1,8 @@
 //! What the API shows of each record. Secrets (password hashes, token hashes, environment
 //! values) have no field here, so they cannot be serialized by accident.
 
+use db::TokenRecord;
 use platform::Timestamp;
-use platform::db::TokenRecord;
 use platform::model::{ArtifactSummary, Deployment, Project, User};
 use platform::settings::SitesSettings;
 use serde::Serialize;

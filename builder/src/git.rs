@@ -4,8 +4,8 @@
 //! credential helpers, no prompts, hooks pointed at nothing, and `GIT_ALLOW_PROTOCOL` limited to
 //! the one protocol the (already parsed) [`GitUrl`] uses. URLs are passed after `--`.
 
+use crate::child::{RunError, Stopper, run_logged};
 use crate::logs::BuildLog;
-use crate::process::{RunError, Stopper, run_logged};
 use base64::Engine;
 use platform::settings::Secret;
 use platform::{BranchName, CommitSha, GitHostPolicy, GitUrl};

@@ -1,9 +1,9 @@
 //! Looking at a repository before anything is built: clone the commit (quietly, outside any
 //! build) and work out how it would be built. The dashboard shows this when a project is made.
 
+use crate::child::{Interrupt, Stopper};
 use crate::detect::{self, BuildPlan};
 use crate::git::{Checkout, Git, GitError, Output, Source};
-use crate::process::{Interrupt, Stopper};
 use platform::RelPath;
 use platform::model::BuildSettings;
 use std::path::Path;
@@ -39,7 +39,7 @@ pub async fn inspect(
 ) -> Result<Inspection, InspectError> {
     let stopper = Stopper::new(CancellationToken::new(), timeout);
     let checkout = match git.checkout(source, dest, Output::Quiet, &stopper).await {
-        Err(GitError::Run(crate::process::RunError::Interrupted(Interrupt::TimedOut))) => {
+        Err(GitError::Run(crate::child::RunError::Interrupted(Interrupt::TimedOut))) => {
             return Err(InspectError::TimedOut);
         }
         other => other?,

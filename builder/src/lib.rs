@@ -3,23 +3,22 @@
 //! It clones the exact commit ([`git`]), works out how to build it ([`detect`]), runs the
 //! install and build commands in a [`sandbox`], and stores the output content-addressed. It
 //! reports everything — log lines and state changes — on the log bus, and never touches the
-//! database: the same code runs inside the platform's process ([`LocalExecutor`]) or on a remote
-//! worker.
+//! database: the same code runs inside the platform's process
+//! ([`LocalExecutor`](executor::LocalExecutor)) or away from it, as `cloudrunr build` started by
+//! one of the other [`executor`]s, which fetches its job and reports its events through the API
+//! ([`api_client`]).
 
+pub mod api_client;
+mod child;
 pub mod compress;
 pub mod detect;
-pub mod ecs;
+pub mod executor;
 pub mod git;
 pub mod inspect;
-mod local;
 mod logs;
 mod output;
-mod process;
-pub mod remote;
-pub mod remote_executor;
 mod run;
 pub mod sandbox;
 mod site_rules;
 
-pub use local::{LocalExecutor, LocalExecutorConfig};
 pub use run::{BuildContext, run_build};

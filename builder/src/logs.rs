@@ -146,7 +146,8 @@ fn display_line(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use platform::bus::{InProcessBus, Watched};
+    use bus::InProcessBus;
+    use platform::bus::Watched;
 
     #[test]
     fn display_lines() {

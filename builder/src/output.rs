@@ -352,8 +352,8 @@ pub async fn store_output(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use platform::artifacts::LocalArtifactStore;
     use std::os::unix::fs::symlink;
+    use store::LocalArtifactStore;
 
     const LIMITS: Limits = Limits {
         max_files: 100,
@@ -424,7 +424,8 @@ mod tests {
 
     #[tokio::test]
     async fn uploads_store_compressed_variants_of_compressible_files_only() {
-        use platform::bus::{InProcessBus, LogBus};
+        use bus::InProcessBus;
+        use platform::bus::LogBus;
         use std::io::Read;
         use std::sync::Arc;
 

@@ -1,11 +1,11 @@
 //! The life of one build, from clone to manifest, reported on the log bus as it goes.
 
+use crate::child::{Interrupt, RunError, Stopper, run_logged};
 use crate::compress::Compression;
 use crate::detect::{self, BuildPlan};
 use crate::git::{Git, GitError, Output, Source};
 use crate::logs::BuildLog;
 use crate::output::{self, Limits};
-use crate::process::{Interrupt, RunError, Stopper, run_logged};
 use crate::sandbox::{Sandbox, SandboxCommand, write_passwd};
 use platform::artifacts::ArtifactStore;
 use platform::bus::{LogBus, StateChange};

@@ -117,7 +117,7 @@ impl Sandbox {
     }
 
     /// The command, not yet spawned. It is its own process group, so that the whole tree can be
-    /// killed at once (see [`crate::process`]).
+    /// killed at once (see [`crate::child`]).
     pub fn command(&self, c: &SandboxCommand<'_>) -> Command {
         let mut env = base_env();
         env.extend(c.env.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -99,8 +99,9 @@ async fn read_file(dir: &Path, name: &str, log: &BuildLog) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bus::InProcessBus;
     use platform::DeploymentId;
-    use platform::bus::{EventBody, InProcessBus, LogBus};
+    use platform::bus::{EventBody, LogBus};
     use std::sync::Arc;
 
     async fn read_logged(dir: &Path) -> (SiteRules, Vec<String>) {
@@ -172,7 +173,8 @@ mod tests {
     #[tokio::test]
     async fn uploads_put_the_rules_in_the_manifest_not_the_files() {
         use crate::output::{Limits, store_output};
-        use platform::artifacts::{ArtifactStore, LocalArtifactStore};
+        use platform::artifacts::ArtifactStore;
+        use store::LocalArtifactStore;
         let out = tempfile::tempdir().unwrap();
         std::fs::write(out.path().join("index.html"), "<h1>hi</h1>").unwrap();
         std::fs::write(out.path().join("_redirects"), "/a /b 302\n").unwrap();

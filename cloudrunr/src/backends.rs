@@ -2,12 +2,12 @@
 //! `LogBus`, `Executor`.
 
 use anyhow::Context;
-use builder::remote_executor::{ProcessExecutor, RemoteBuilds};
-use builder::{LocalExecutor, LocalExecutorConfig};
+use builder::executor::{EcsExecutor, LocalExecutor, LocalExecutorConfig, ProcessExecutor, RemoteBuilds};
+use bus::{InProcessBus, KafkaBus};
+use db::{Database, DbOptions};
 use platform::artifacts::ArtifactStore;
 use platform::build_token::BuildTokens;
-use platform::bus::{InProcessBus, KafkaBus, LogBus, NoticeListener};
-use platform::db::{Database, DbOptions};
+use platform::bus::{LogBus, NoticeListener};
 use platform::executor::Executor;
 use platform::settings::{ExecutorSettings, SandboxMode, Settings};
 use std::sync::Arc;
@@ -23,9 +23,7 @@ pub async fn database(settings: &Settings) -> anyhow::Result<Database> {
 }
 
 pub async fn artifact_store(settings: &Settings) -> anyhow::Result<Arc<dyn ArtifactStore>> {
-    settings
-        .artifacts
-        .open(settings.s3.clone())
+    store::open(&settings.artifacts, settings.s3.clone())
         .await
         .with_context(|| format!("cannot open the artifact store {}", settings.artifacts))
 }
@@ -128,14 +126,14 @@ pub async fn executor(
         }
         ExecutorSettings::Ecs(ecs) => {
             let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .http_client(platform::artifacts::S3ArtifactStore::http_client())
+                .http_client(store::S3ArtifactStore::http_client())
                 .load()
                 .await;
             if sdk.region().is_none() {
                 anyhow::bail!("the ECS executor needs an AWS region: set AWS_REGION");
             }
             let client = aws_sdk_ecs::Client::new(&sdk);
-            Arc::new(builder::ecs::EcsExecutor::new(client, ecs.clone(), remote()?))
+            Arc::new(EcsExecutor::new(client, ecs.clone(), remote()?))
         }
     })
 }

@@ -4,15 +4,16 @@
 
 use crate::config::BuildArgs;
 use anyhow::Context;
-use builder::remote::{ApiClient, ApiEventSink};
+use builder::api_client::{ApiClient, ApiEventSink};
 use builder::sandbox::Sandbox;
 use builder::{BuildContext, run_build};
 use platform::DeploymentId;
 use platform::GitHostPolicy;
-use platform::artifacts::{ArtifactLocation, S3Options};
+use platform::artifacts::ArtifactLocation;
 use platform::bus::LogBus;
 use std::process::ExitCode;
 use std::sync::Arc;
+use store::S3Options;
 use tokio_util::sync::CancellationToken;
 
 pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -21,13 +22,15 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let client = ApiClient::new(&args.api_url, deployment.clone(), args.build_token.clone());
     let job = client.job().await.context("cannot fetch the build's job")?;
     let location = ArtifactLocation::parse(&args.artifact_store)?;
-    let store = location
-        .open(S3Options {
+    let store = store::open(
+        &location,
+        S3Options {
             path_style: args.s3_path_style,
             endpoint: args.s3_endpoint.clone(),
-        })
-        .await
-        .with_context(|| format!("cannot open the artifact store {location}"))?;
+        },
+    )
+    .await
+    .with_context(|| format!("cannot open the artifact store {location}"))?;
     // Stopped by SIGTERM (ECS stopping the task, the local executor canceling), or by the API
     // answering that a cancel was asked for; either way the build then reports `canceled`.
     let cancel = CancellationToken::new();

@@ -1,10 +1,10 @@
 //! Flags and `CLOUDRUNR_*` variables, turned into the typed [`Settings`].
 
 use anyhow::Context;
+use bus::KafkaConfig;
 use clap::Args;
 use platform::GitHostPolicy;
-use platform::artifacts::{ArtifactLocation, S3Options};
-use platform::bus::KafkaConfig;
+use platform::artifacts::ArtifactLocation;
 use platform::settings::{
     BuildLimits, EcsSettings, ExecutorSettings, GithubAppCredentials, GithubSettings, SandboxMode, Secret, Settings,
     SitesSettings,
@@ -12,6 +12,7 @@ use platform::settings::{
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use store::S3Options;
 
 /// The configuration every component reads (each uses what it needs).
 #[derive(Args, Debug)]

@@ -5,9 +5,9 @@
 //! production pointer when a production deployment becomes ready, and only then acknowledges the
 //! batch. A database error is retried, never skipped: nothing a build reported is lost.
 
+use db::{Database, DbError};
 use platform::DeploymentId;
 use platform::bus::{BuildEvent, BusError, EventBody, LogBus, Notice};
-use platform::db::{Database, DbError};
 use platform::model::{DeploymentState, DeploymentTarget, LogLine};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,48 +77,22 @@ async fn notify(bus: &dyn LogBus, notice: Notice) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use platform::bus::{InProcessBus, StateChange, Watched};
-    use platform::db::{NewDeployment, NewProject};
-    use platform::model::{BuildSettings, LogStream};
-    use platform::{BranchName, GitUrl, ProjectSlug, Timestamp};
+    use platform::Timestamp;
+    use platform::bus::{StateChange, Watched};
+    use platform::model::LogStream;
+    use test_support::TestApp;
 
     #[tokio::test]
     async fn stores_lines_applies_states_and_moves_production() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::connect(&format!("sqlite://{}", dir.path().join("db").display()))
-            .await
-            .unwrap();
-        let user = db.create_user("A", "a@example.com", "h").await.unwrap();
-        let project = db
-            .create_project(NewProject {
-                owner: user.id,
-                github: None,
-                slug: ProjectSlug::parse("site").unwrap(),
-                name: "site".into(),
-                git_url: GitUrl::parse("https://example.com/r.git").unwrap(),
-                branch: BranchName::parse("main").unwrap(),
-                build: BuildSettings::default(),
-                env: vec![],
-            })
-            .await
-            .unwrap();
-        let d = db
-            .create_deployment(NewDeployment {
-                project: project.id.clone(),
-                target: DeploymentTarget::Production,
-                branch: project.branch.clone(),
-                commit: None,
-                commit_message: None,
-                commit_author: None,
-                trigger: platform::model::DeploymentTrigger::Api,
-            })
-            .await
-            .unwrap();
-        let bus: Arc<dyn LogBus> = Arc::new(InProcessBus::new());
+        let app = TestApp::new().await;
+        let db = app.db.clone();
+        let project = app.project("site").await;
+        let d = app.deployment(&project).create().await;
+        let bus: Arc<dyn LogBus> = app.bus.clone();
         let mut watch = bus.watch();
         let consumer = tokio::spawn(run(db.clone(), bus.clone()));
         let line = |seq| BuildEvent {
-            deployment_id: d.id.clone(),
+            deployment_id: d.clone(),
             body: EventBody::Log(LogLine {
                 seq,
                 ts: Timestamp::now(),
@@ -127,7 +101,7 @@ mod tests {
             }),
         };
         let state = |s| BuildEvent {
-            deployment_id: d.id.clone(),
+            deployment_id: d.clone(),
             body: EventBody::State(StateChange::new(s)),
         };
         bus.publish(vec![
@@ -153,18 +127,15 @@ mod tests {
             }
         }
         let texts: Vec<_> = db
-            .log_lines(&d.id, 0, 10)
+            .log_lines(&d, 0, 10)
             .await
             .unwrap()
             .into_iter()
             .map(|l| l.text)
             .collect();
         assert_eq!(texts, ["1", "2"]);
-        assert_eq!(
-            db.deployment(&d.id).await.unwrap().unwrap().state,
-            DeploymentState::Ready
-        );
-        assert_eq!(db.route(&project.id).await.unwrap().unwrap().production, Some(d.id));
+        assert_eq!(db.deployment(&d).await.unwrap().unwrap().state, DeploymentState::Ready);
+        assert_eq!(db.route(&project.id).await.unwrap().unwrap().production, Some(d));
         consumer.abort();
     }
 }

@@ -1,16 +1,17 @@
 //! Shared vocabulary of CloudRunr.
 //!
 //! Everything that more than one component needs lives here: the domain types (parsed once at the
-//! edge, see [`names`]), the typed [`settings`], and the interfaces of the swappable backends —
-//! [`db::Database`], [`artifacts::ArtifactStore`], [`bus::LogBus`] and [`executor::Executor`] —
-//! together with their embedded implementations.
+//! edge, see [`names`]), the typed [`settings`], a site's rules, and the interfaces of the
+//! swappable backends — [`artifacts::ArtifactStore`], [`bus::LogBus`] and [`executor::Executor`].
+//! No I/O: the implementations live in the crates `db`, `store`, `bus` and `builder`, so a crate
+//! that needs the vocabulary compiles no database driver, AWS SDK or librdkafka.
 
 pub mod artifacts;
 pub mod build_token;
 pub mod bus;
 pub mod crypto;
-pub mod db;
 pub mod executor;
+pub mod framework;
 pub mod ids;
 pub mod model;
 pub mod names;

@@ -1,5 +1,6 @@
 //! The records the platform keeps: users, projects, deployments and their build logs.
 
+pub use crate::framework::Framework;
 use crate::{BranchName, CommitSha, DeploymentId, GitUrl, ProjectId, ProjectSlug, RelPath, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -119,47 +120,6 @@ string_enum!(DeploymentTarget {
     Production => "production",
     Preview => "preview",
 });
-
-/// The frameworks the builder knows how to build without being told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Framework {
-    Vite,
-    CreateReactApp,
-    Angular,
-    VueCli,
-    SvelteKit,
-    Astro,
-    Next,
-    Nuxt,
-    Gatsby,
-    Docusaurus,
-    /// A `package.json` with a build script and no framework the builder recognises.
-    Other,
-    /// Files served as they are in the repository; no build.
-    Static,
-}
-
-string_enum!(Framework {
-    Vite => "vite",
-    CreateReactApp => "create-react-app",
-    Angular => "angular",
-    VueCli => "vue-cli",
-    SvelteKit => "sveltekit",
-    Astro => "astro",
-    Next => "nextjs",
-    Nuxt => "nuxt",
-    Gatsby => "gatsby",
-    Docusaurus => "docusaurus",
-    Other => "other",
-    Static => "static",
-});
-
-impl Framework {
-    /// Single-page apps route in the browser: unknown paths fall back to `index.html`.
-    pub fn is_spa(self) -> bool {
-        matches!(self, Self::Vite | Self::CreateReactApp | Self::Angular | Self::VueCli)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

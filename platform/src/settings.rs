@@ -48,9 +48,9 @@ pub struct Settings {
     pub build: BuildLimits,
     /// Where artifacts live: a local directory or an S3 bucket.
     pub artifacts: crate::artifacts::ArtifactLocation,
-    pub s3: crate::artifacts::S3Options,
+    pub s3: S3Options,
     /// The Kafka log bus; `None` is the in-process bus (one process only).
-    pub kafka: Option<crate::bus::KafkaConfig>,
+    pub kafka: Option<KafkaConfig>,
     pub executor: ExecutorSettings,
     /// Where builds that run away from the platform (processes, ECS tasks) reach the API.
     pub api_url: String,
@@ -58,6 +58,68 @@ pub struct Settings {
     pub log_retention: Option<Duration>,
     /// Bytes of artifact content the router keeps in memory.
     pub router_cache_bytes: u64,
+}
+
+/// How to reach the bucket beyond the standard AWS configuration chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Options {
+    /// Path-style addressing (`http://host/bucket/key`), which most S3-compatible servers need
+    /// (`CLOUDRUNR_S3_PATH_STYLE`).
+    pub path_style: bool,
+    /// An endpoint URL overriding the chain's (`AWS_ENDPOINT_URL`, profiles); `http://` works.
+    pub endpoint: Option<String>,
+}
+
+/// Where the Kafka log bus lives. [`KafkaConfig::new`] fills in the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Build events, keyed by deployment id (created with 6 partitions if missing).
+    pub events_topic: String,
+    /// Notices (created with 1 partition if missing).
+    pub notices_topic: String,
+    /// The durable consumer's group: the log consumers share it; watchers read its commits.
+    pub consumer_group: String,
+    /// How this process names itself to the brokers (their logs, quotas).
+    pub client_id: String,
+}
+
+impl KafkaConfig {
+    pub const DEFAULT_EVENTS_TOPIC: &str = "cloudrunr.build-events";
+    pub const DEFAULT_NOTICES_TOPIC: &str = "cloudrunr.notices";
+    pub const DEFAULT_CONSUMER_GROUP: &str = "cloudrunr-log-consumer";
+    pub const DEFAULT_CLIENT_ID: &str = "cloudrunr";
+
+    /// The default topics, group and client id, on `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            events_topic: Self::DEFAULT_EVENTS_TOPIC.to_owned(),
+            notices_topic: Self::DEFAULT_NOTICES_TOPIC.to_owned(),
+            consumer_group: Self::DEFAULT_CONSUMER_GROUP.to_owned(),
+            client_id: Self::DEFAULT_CLIENT_ID.to_owned(),
+        }
+    }
+
+    /// Every name is set and the two topics differ; the error says what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        for (what, value) in [
+            ("brokers", &self.brokers),
+            ("events topic", &self.events_topic),
+            ("notices topic", &self.notices_topic),
+            ("consumer group", &self.consumer_group),
+            ("client id", &self.client_id),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("the Kafka {what} is empty"));
+            }
+        }
+        if self.events_topic == self.notices_topic {
+            return Err("the Kafka events and notices topics must differ".into());
+        }
+        Ok(())
+    }
 }
 
 /// Where builds run.

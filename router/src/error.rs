@@ -1,8 +1,8 @@
 //! What can go wrong while (re)building the routing table. Serving a request never fails: every
 //! problem there becomes an HTTP status.
 
+use db::DbError;
 use platform::artifacts::StoreError;
-use platform::db::DbError;
 use platform::{DeploymentId, ProjectId};
 
 #[derive(Debug, thiserror::Error)]

@@ -25,10 +25,10 @@
 //! image is a 404, never HTML with a 200 that breaks in the browser in confusing ways. Then
 //! comes the site's `404.html`, with 404.
 
-use crate::path::{RequestPath, extension, url_path};
 use axum::http::StatusCode;
 use platform::RelPath;
 use platform::artifacts::{FileEntry, Manifest};
+use platform::site_rules::path::{RequestPath, extension, url_path};
 
 /// The file chosen to answer, and with which status (404 when it is the site's own `404.html`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

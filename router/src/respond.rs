@@ -8,15 +8,16 @@
 
 use crate::assets::is_hashed_asset;
 use crate::encoding::{self, Coding};
-use crate::path::extension;
 use crate::range::{self, Ranged};
 use crate::resolve::Resolved;
+use askama::Template;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::response::Response;
 use bytes::Bytes;
 use platform::artifacts::{ArtifactStore, ContentHash, FileEntry, ObjectReader, StoreError};
+use platform::site_rules::path::extension;
 use std::sync::LazyLock;
 use tokio_util::io::ReaderStream;
 
@@ -354,26 +355,26 @@ pub(crate) enum Page<'a> {
 }
 
 impl Page<'_> {
-    fn text(&self) -> (&'static str, String) {
+    fn title(&self) -> &'static str {
         match self {
-            Page::NoSite => ("No site here", "There is no site at this address.".into()),
-            Page::NotDeployed { slug } => (
-                "Nothing deployed yet",
-                format!(
-                    "The project <strong>{}</strong> exists, but nothing has been deployed to production yet.",
-                    escape(slug)
-                ),
-            ),
-            Page::NotFound => ("Not found", "This page does not exist.".into()),
-            Page::BadPath => ("Bad request", "This path is not valid.".into()),
-            Page::MethodNotAllowed => ("Method not allowed", "Sites only answer GET and HEAD.".into()),
-            Page::StoreFailed => ("Bad gateway", "This file could not be read. Try again later.".into()),
-            Page::Unavailable => (
-                "Site unavailable",
-                "This site could not be loaded. Try again later.".into(),
-            ),
+            Page::NoSite => "No site here",
+            Page::NotDeployed { .. } => "Nothing deployed yet",
+            Page::NotFound => "Not found",
+            Page::BadPath => "Bad request",
+            Page::MethodNotAllowed => "Method not allowed",
+            Page::StoreFailed => "Bad gateway",
+            Page::Unavailable => "Site unavailable",
         }
     }
+}
+
+/// `site/page.html`: a page's title here, its message in the template.
+#[derive(Template)]
+#[template(path = "site/page.html")]
+struct PageHtml<'a> {
+    code: u16,
+    title: &'static str,
+    page: Page<'a>,
 }
 
 /// A small self-contained HTML page (no external assets: it must render even when nothing else
@@ -403,31 +404,13 @@ pub(crate) fn page(status: StatusCode, which: Page<'_>, head: bool) -> Response 
 }
 
 fn render(status: StatusCode, which: Page<'_>) -> Bytes {
-    let (title, message) = which.text();
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{code} · {title}</title></head>\
-         <body style=\"font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222\">\
-         <h1>{title}</h1><p>{message}</p><p style=\"color:#888\">{code} · CloudRunr</p></body></html>\n",
-        code = status.as_u16(),
-    )
-    .into()
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    let html = PageHtml {
+        code: status.as_u16(),
+        title: which.title(),
+        page: which,
+    };
+    // Strings and numbers only: formatting them into a `String` cannot fail.
+    html.render().expect("a page renders").into()
 }
 
 #[cfg(test)]
@@ -508,8 +491,12 @@ mod tests {
         let r = page(StatusCode::NOT_FOUND, Page::NotDeployed { slug: "<b>" }, false);
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(r.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
-        let (_, text) = Page::NotDeployed { slug: "<b>" }.text();
-        assert!(text.contains("&lt;b&gt;") && !text.contains("<b>"), "{text}");
+        let html = render(StatusCode::NOT_FOUND, Page::NotDeployed { slug: "<b>" });
+        let text = String::from_utf8_lossy(&html);
+        assert!(
+            text.contains("<strong>&#60;b&#62;</strong>") && !text.contains("<b>"),
+            "{text}"
+        );
         let r = page(StatusCode::METHOD_NOT_ALLOWED, Page::MethodNotAllowed, true);
         assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
     }

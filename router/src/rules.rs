@@ -20,13 +20,13 @@
 //! value replaces the platform's default for the same header (`Cache-Control`, `Content-Type`),
 //! except `Vary`, which is added to (the platform's encodings depend on it).
 
-use crate::path::RequestPath;
 use crate::resolve::{self, Resolution, Resolved};
 use crate::respond::CACHE_REVALIDATE;
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Response, StatusCode};
 use platform::artifacts::Manifest;
+use platform::site_rules::path::RequestPath;
 use platform::site_rules::{Action, RedirectRule, SiteRules};
 
 /// How to answer a request for a deployment.

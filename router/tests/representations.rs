@@ -5,75 +5,40 @@
 
 use axum::body::{Body, to_bytes};
 use axum::http::{HeaderMap, Request, StatusCode, header};
-use platform::artifacts::{ArtifactStore, ContentHash, Encodings, FileEntry, LocalArtifactStore, Manifest, Variant};
-use platform::db::{Database, NewDeployment, NewProject};
-use platform::model::{BuildSettings, DeploymentTarget, DeploymentTrigger};
-use platform::{BranchName, GitUrl, ProjectSlug, RelPath};
+use platform::artifacts::ContentHash;
 use router::{CachedStore, Sites};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use test_support::{SiteFile, TestApp};
 
 /// Objects up to this size are kept in the cache's memory; bigger ones stream from disk.
 const CACHE_MAX_OBJECT: u64 = 64 * 1024;
-
-/// A file of the test site: its bytes and, optionally, the bytes of its variants. The router
-/// serves variants as stored, so they need not really be compressed here (the end-to-end tests
-/// decode real ones).
-struct File {
-    path: &'static str,
-    content_type: &'static str,
-    bytes: Vec<u8>,
-    br: Option<Vec<u8>>,
-    gzip: Option<Vec<u8>>,
-}
-
-fn text(path: &'static str, content_type: &'static str, body: &str) -> File {
-    File {
-        path,
-        content_type,
-        bytes: body.as_bytes().to_vec(),
-        br: None,
-        gzip: None,
-    }
-}
 
 const APP: &str = "assets/app-BXq3x8Zl.js";
 const APP_JS: &str = "console.log('the app, uncompressed, long enough to matter');";
 const APP_BR: &[u8] = b"BR:app";
 const APP_GZ: &[u8] = b"GZIP:app!";
 
-fn site_files() -> Vec<File> {
-    let mut app = text(APP, "text/javascript; charset=utf-8", APP_JS);
-    app.br = Some(APP_BR.to_vec());
-    app.gzip = Some(APP_GZ.to_vec());
-    let mut index = text(
-        "index.html",
-        "text/html; charset=utf-8",
-        "<!doctype html><div id=app></div>",
-    );
-    index.br = Some(b"BR:index".to_vec());
-    index.gzip = Some(b"GZIP:index".to_vec());
-    let mut not_found = text("404.html", "text/html; charset=utf-8", "<h1>custom 404</h1>");
-    not_found.gzip = Some(b"GZIP:404".to_vec());
+/// The test site. The router serves variants as stored, so they need not really be compressed
+/// here (the end-to-end tests decode real ones).
+fn site_files() -> Vec<SiteFile> {
+    let html = "text/html; charset=utf-8";
     let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     vec![
-        app,
-        index,
-        not_found,
-        text("plain.txt", "text/plain; charset=utf-8", "0123456789"),
-        File {
-            path: "big.bin",
-            content_type: "application/octet-stream",
-            bytes: big,
-            br: None,
-            gzip: None,
-        },
+        SiteFile::new(APP, "text/javascript; charset=utf-8", APP_JS)
+            .br(APP_BR)
+            .gzip(APP_GZ),
+        SiteFile::new("index.html", html, "<!doctype html><div id=app></div>")
+            .br("BR:index")
+            .gzip("GZIP:index"),
+        SiteFile::new("404.html", html, "<h1>custom 404</h1>").gzip("GZIP:404"),
+        SiteFile::new("plain.txt", "text/plain; charset=utf-8", "0123456789"),
+        SiteFile::new("big.bin", "application/octet-stream", big),
     ]
 }
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    _app: TestApp,
     objects: PathBuf,
     store: Arc<CachedStore>,
     sites: Sites,
@@ -81,87 +46,21 @@ struct Fixture {
 
 impl Fixture {
     /// One project, `site`, serving `files` in production (a single-page app if `spa`).
-    async fn new(spa: bool, files: &[File]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::connect(&format!("sqlite://{}", dir.path().join("test.db").display()))
-            .await
-            .unwrap();
-        let local = Arc::new(LocalArtifactStore::open(dir.path().join("artifacts")).await.unwrap());
-        let store = Arc::new(CachedStore::new(local, 1 << 20, CACHE_MAX_OBJECT));
-        let user = db.create_user("Ann", "ann@example.com", "hash").await.unwrap();
-        let project = db
-            .create_project(NewProject {
-                owner: user.id.clone(),
-                github: None,
-                slug: ProjectSlug::parse("site").unwrap(),
-                name: "site".into(),
-                git_url: GitUrl::parse("https://example.com/a/b.git").unwrap(),
-                branch: BranchName::parse("main").unwrap(),
-                build: BuildSettings::default(),
-                env: vec![],
-            })
-            .await
-            .unwrap();
-        let deployment = db
-            .create_deployment(NewDeployment {
-                project: project.id.clone(),
-                target: DeploymentTarget::Production,
-                branch: BranchName::parse("main").unwrap(),
-                commit: None,
-                commit_message: None,
-                commit_author: None,
-                trigger: DeploymentTrigger::Api,
-            })
-            .await
-            .unwrap();
-        let put = async |bytes: &[u8]| {
-            let hash = ContentHash::of(bytes);
-            let tmp = dir.path().join("upload.tmp");
-            std::fs::write(&tmp, bytes).unwrap();
-            store.put_object(&hash, &tmp).await.unwrap();
-            Variant {
-                hash,
-                size: bytes.len() as u64,
-            }
-        };
-        let mut entries = BTreeMap::new();
-        for f in files {
-            let file = put(&f.bytes).await;
-            let encodings = Encodings {
-                br: match &f.br {
-                    Some(b) => Some(put(b).await),
-                    None => None,
-                },
-                gzip: match &f.gzip {
-                    Some(b) => Some(put(b).await),
-                    None => None,
-                },
-            };
-            entries.insert(
-                RelPath::parse(f.path).unwrap(),
-                FileEntry {
-                    hash: file.hash,
-                    size: file.size,
-                    content_type: f.content_type.to_owned(),
-                    encodings,
-                },
-            );
-        }
-        store
-            .put_manifest(&Manifest {
-                deployment_id: deployment.id.clone(),
-                spa,
-                files: entries,
-                rules: Default::default(),
-            })
-            .await
-            .unwrap();
-        db.set_production(&project.id, &deployment.id).await.unwrap();
-        let sites = Sites::new(db, store.clone());
+    async fn new(spa: bool, files: &[SiteFile]) -> Self {
+        let app = TestApp::new().await;
+        let project = app.project("site").await;
+        app.deployment(&project)
+            .spa(spa)
+            .files(files)
+            .production()
+            .create()
+            .await;
+        let store = Arc::new(CachedStore::new(app.store.clone(), 1 << 20, CACHE_MAX_OBJECT));
+        let sites = Sites::new(app.db.clone(), store.clone());
         sites.load().await.unwrap();
         Self {
-            objects: dir.path().join("artifacts/objects"),
-            _dir: dir,
+            objects: app.artifacts_dir().join("objects"),
+            _app: app,
             store,
             sites,
         }

@@ -3,134 +3,49 @@
 
 use axum::body::{Body, to_bytes};
 use axum::http::{HeaderMap, Request, StatusCode, header};
-use platform::artifacts::{ArtifactStore, ContentHash, FileEntry, LocalArtifactStore, Manifest};
-use platform::bus::StateChange;
-use platform::bus::{InProcessBus, LogBus, Notice};
-use platform::db::{Database, NewDeployment, NewProject, ProjectUpdate};
-use platform::model::{BuildSettings, DeploymentState, DeploymentTarget, DeploymentTrigger, Project, User};
-use platform::{BranchName, DeploymentId, GitUrl, ProjectSlug, RelPath};
+use db::ProjectUpdate;
+use platform::DeploymentId;
+use platform::artifacts::{ArtifactStore, ContentHash, FileEntry};
+use platform::bus::{LogBus, Notice};
+use platform::model::Project;
+use platform::{ProjectSlug, RelPath};
 use router::{RouterError, Sites};
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
+use test_support::TestApp;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const REVALIDATE: &str = "public, max-age=0, must-revalidate";
 
 struct Fixture {
-    dir: tempfile::TempDir,
-    db: Database,
-    store: Arc<LocalArtifactStore>,
+    app: TestApp,
     sites: Sites,
-    user: User,
 }
 
 impl Fixture {
     async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::connect(&format!("sqlite://{}", dir.path().join("test.db").display()))
-            .await
-            .unwrap();
-        let store = Arc::new(LocalArtifactStore::open(dir.path().join("artifacts")).await.unwrap());
-        let user = db.create_user("Ann", "ann@example.com", "hash").await.unwrap();
-        let sites = Sites::new(db.clone(), store.clone());
-        Self {
-            dir,
-            db,
-            store,
-            sites,
-            user,
-        }
-    }
-
-    async fn project(&self, slug: &str) -> Project {
-        self.db
-            .create_project(NewProject {
-                owner: self.user.id.clone(),
-                github: None,
-                slug: ProjectSlug::parse(slug).unwrap(),
-                name: slug.to_owned(),
-                git_url: GitUrl::parse("https://example.com/a/b.git").unwrap(),
-                branch: BranchName::parse("main").unwrap(),
-                build: BuildSettings::default(),
-                env: vec![],
-            })
-            .await
-            .unwrap()
-    }
-
-    /// A deployment of `project` holding `files`, stored but not promoted.
-    async fn deployment(&self, project: &Project, spa: bool, files: &[(&str, &str)]) -> DeploymentId {
-        self.deployment_of(
-            project,
-            project.branch.as_str(),
-            DeploymentTarget::Production,
-            spa,
-            files,
-        )
-        .await
-    }
-
-    async fn deployment_of(
-        &self,
-        project: &Project,
-        branch: &str,
-        target: DeploymentTarget,
-        spa: bool,
-        files: &[(&str, &str)],
-    ) -> DeploymentId {
-        let deployment = self
-            .db
-            .create_deployment(NewDeployment {
-                project: project.id.clone(),
-                target,
-                branch: BranchName::parse(branch).unwrap(),
-                commit: None,
-                commit_message: None,
-                commit_author: None,
-                trigger: DeploymentTrigger::Api,
-            })
-            .await
-            .unwrap();
-        let mut entries = BTreeMap::new();
-        for (path, content) in files {
-            let hash = ContentHash::of(content.as_bytes());
-            let tmp = self.dir.path().join("upload.tmp");
-            std::fs::write(&tmp, content).unwrap();
-            self.store.put_object(&hash, &tmp).await.unwrap();
-            entries.insert(
-                RelPath::parse(path).unwrap(),
-                FileEntry {
-                    hash,
-                    size: content.len() as u64,
-                    content_type: content_type(path).to_owned(),
-                    encodings: Default::default(),
-                },
-            );
-        }
-        self.store
-            .put_manifest(&Manifest {
-                deployment_id: deployment.id.clone(),
-                spa,
-                files: entries,
-                rules: Default::default(),
-            })
-            .await
-            .unwrap();
-        deployment.id
+        let app = TestApp::new().await;
+        let sites = Sites::new(app.db.clone(), app.store.clone());
+        Self { app, sites }
     }
 
     /// A project with one deployment in production, loaded into the table.
     async fn site(&self, slug: &str, spa: bool, files: &[(&str, &str)]) -> (Project, DeploymentId) {
-        let project = self.project(slug).await;
-        let deployment = self.deployment(&project, spa, files).await;
-        self.db.set_production(&project.id, &deployment).await.unwrap();
+        let project = self.app.project(slug).await;
+        let deployment = self
+            .app
+            .deployment(&project)
+            .spa(spa)
+            .files(files)
+            .production()
+            .create()
+            .await;
         self.sites.load().await.unwrap();
         (project, deployment)
     }
 
     async fn rename(&self, project: &Project, slug: &str) {
-        self.db
+        self.app
+            .db
             .update_project(
                 &project.id,
                 ProjectUpdate {
@@ -144,16 +59,6 @@ impl Fixture {
             )
             .await
             .unwrap();
-    }
-}
-
-fn content_type(path: &str) -> &'static str {
-    match path.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("png") => "image/png",
-        _ => "application/octet-stream",
     }
 }
 
@@ -380,10 +285,10 @@ async fn head_has_headers_and_no_body() {
 #[tokio::test]
 async fn head_does_not_open_the_object() {
     let f = Fixture::new().await;
-    let project = f.project("gone").await;
+    let project = f.app.project("gone").await;
     // The manifest names a file whose object was never stored.
-    let deployment = f.deployment(&project, false, &[]).await;
-    let mut manifest = f.store.get_manifest(&deployment).await.unwrap().unwrap();
+    let deployment = f.app.deployment(&project).create().await;
+    let mut manifest = f.app.store.get_manifest(&deployment).await.unwrap().unwrap();
     manifest.files.insert(
         RelPath::parse("index.html").unwrap(),
         FileEntry {
@@ -393,8 +298,8 @@ async fn head_does_not_open_the_object() {
             encodings: Default::default(),
         },
     );
-    f.store.put_manifest(&manifest).await.unwrap();
-    f.db.set_production(&project.id, &deployment).await.unwrap();
+    f.app.store.put_manifest(&manifest).await.unwrap();
+    f.app.db.set_production(&project.id, &deployment).await.unwrap();
     f.sites.load().await.unwrap();
 
     let head = send(&f.sites, "gone", Request::head("/").body(Body::empty()).unwrap()).await;
@@ -449,7 +354,7 @@ async fn traversal_and_bad_bytes_are_400() {
 #[tokio::test]
 async fn unknown_labels_and_undeployed_projects_are_404() {
     let f = Fixture::new().await;
-    f.project("fresh").await;
+    f.app.project("fresh").await;
     f.sites.load().await.unwrap();
     let unknown = get(&f.sites, "nobody", "/").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
@@ -464,9 +369,13 @@ async fn unknown_labels_and_undeployed_projects_are_404() {
 #[tokio::test]
 async fn a_new_table_is_empty_until_loaded() {
     let f = Fixture::new().await;
-    let project = f.project("blog").await;
-    let deployment = f.deployment(&project, false, STATIC_SITE).await;
-    f.db.set_production(&project.id, &deployment).await.unwrap();
+    let project = f.app.project("blog").await;
+    f.app
+        .deployment(&project)
+        .files(STATIC_SITE)
+        .production()
+        .create()
+        .await;
     assert_eq!(get(&f.sites, "blog", "/").await.status, StatusCode::NOT_FOUND);
     f.sites.load().await.unwrap();
     assert_eq!(get(&f.sites, "blog", "/").await.status, StatusCode::OK);
@@ -476,13 +385,13 @@ async fn a_new_table_is_empty_until_loaded() {
 async fn reload_follows_promotion_and_rollback() {
     let f = Fixture::new().await;
     let (project, v1) = f.site("blog", false, &[("index.html", "v1")]).await;
-    let v2 = f.deployment(&project, false, &[("index.html", "v2")]).await;
-    f.db.set_production(&project.id, &v2).await.unwrap();
+    let v2 = f.app.deploy_files(&project, &[("index.html", "v2")]).await;
+    f.app.db.set_production(&project.id, &v2).await.unwrap();
     // Nothing changes until the table is told.
     assert_eq!(get(&f.sites, "blog", "/").await.body, "v1");
     f.sites.reload_project(&project.id).await.unwrap();
     assert_eq!(get(&f.sites, "blog", "/").await.body, "v2");
-    f.db.set_production(&project.id, &v1).await.unwrap();
+    f.app.db.set_production(&project.id, &v1).await.unwrap();
     f.sites.reload_project(&project.id).await.unwrap();
     assert_eq!(get(&f.sites, "blog", "/").await.body, "v1");
 }
@@ -491,14 +400,14 @@ async fn reload_follows_promotion_and_rollback() {
 async fn a_missing_manifest_keeps_the_old_content() {
     let f = Fixture::new().await;
     let (project, _v1) = f.site("blog", false, &[("index.html", "v1")]).await;
-    let v2 = f.deployment(&project, false, &[("index.html", "v2")]).await;
-    f.store.delete_manifest(&v2).await.unwrap();
-    f.db.set_production(&project.id, &v2).await.unwrap();
+    let v2 = f.app.deploy_files(&project, &[("index.html", "v2")]).await;
+    f.app.store.delete_manifest(&v2).await.unwrap();
+    f.app.db.set_production(&project.id, &v2).await.unwrap();
     let err = f.sites.reload_project(&project.id).await.unwrap_err();
     assert!(matches!(err, RouterError::MissingManifest(ref d) if *d == v2), "{err}");
     assert_eq!(get(&f.sites, "blog", "/").await.body, "v1");
     // A full load installs everything else, keeps the old content, and names the failure.
-    f.project("other").await;
+    f.app.project("other").await;
     match f.sites.load().await {
         Err(RouterError::Incomplete(failed)) => assert_eq!(failed, vec![project.id.clone()]),
         other => panic!("expected Incomplete, got {other:?}"),
@@ -506,7 +415,7 @@ async fn a_missing_manifest_keeps_the_old_content() {
     assert_eq!(get(&f.sites, "blog", "/").await.body, "v1");
     assert!(get(&f.sites, "other", "/").await.body.contains("Nothing deployed yet"));
     // With no earlier content to fall back on, the site says it is broken rather than absent.
-    let cold = Sites::new(f.db.clone(), f.store.clone());
+    let cold = Sites::new(f.app.db.clone(), f.app.store.clone());
     assert!(matches!(cold.load().await, Err(RouterError::Incomplete(_))));
     assert_eq!(get(&cold, "blog", "/").await.status, StatusCode::BAD_GATEWAY);
     assert_eq!(get(&cold, "other", "/").await.status, StatusCode::NOT_FOUND);
@@ -516,7 +425,7 @@ async fn a_missing_manifest_keeps_the_old_content() {
 async fn deleted_projects_disappear() {
     let f = Fixture::new().await;
     let (project, _) = f.site("blog", false, STATIC_SITE).await;
-    f.db.delete_project(&project.id).await.unwrap();
+    f.app.db.delete_project(&project.id).await.unwrap();
     assert_eq!(get(&f.sites, "blog", "/").await.status, StatusCode::OK);
     f.sites.reload_project(&project.id).await.unwrap();
     let r = get(&f.sites, "blog", "/").await;
@@ -558,11 +467,11 @@ async fn eventually_serves(sites: &Sites, label: &str, body: &str) {
 async fn watcher_reloads_on_routes_changed() {
     let f = Fixture::new().await;
     let (project, _) = f.site("blog", false, &[("index.html", "v1")]).await;
-    let bus = Arc::new(InProcessBus::new());
+    let bus = f.app.bus.clone();
     let watcher = f.sites.spawn_watcher(bus.clone());
 
-    let v2 = f.deployment(&project, false, &[("index.html", "v2")]).await;
-    f.db.set_production(&project.id, &v2).await.unwrap();
+    let v2 = f.app.deploy_files(&project, &[("index.html", "v2")]).await;
+    f.app.db.set_production(&project.id, &v2).await.unwrap();
     bus.notify(Notice::WorkAvailable).await.unwrap();
     bus.notify(Notice::RoutesChanged {
         project_id: project.id.clone(),
@@ -572,12 +481,13 @@ async fn watcher_reloads_on_routes_changed() {
     eventually_serves(&f.sites, "blog", "v2").await;
 
     // A brand-new project appears too.
-    let (fresh, _) = {
-        let p = f.project("fresh").await;
-        let d = f.deployment(&p, false, &[("index.html", "fresh")]).await;
-        f.db.set_production(&p.id, &d).await.unwrap();
-        (p, d)
-    };
+    let fresh = f.app.project("fresh").await;
+    f.app
+        .deployment(&fresh)
+        .files(&[("index.html", "fresh")])
+        .production()
+        .create()
+        .await;
     bus.notify(Notice::RoutesChanged { project_id: fresh.id })
         .await
         .unwrap();
@@ -589,10 +499,10 @@ async fn watcher_reloads_on_routes_changed() {
 async fn watcher_reloads_everything_after_lagging() {
     let f = Fixture::new().await;
     let (project, _) = f.site("blog", false, &[("index.html", "v1")]).await;
-    let bus = Arc::new(InProcessBus::new());
+    let bus = f.app.bus.clone();
     let watcher = f.sites.spawn_watcher(bus.clone());
-    let v2 = f.deployment(&project, false, &[("index.html", "v2")]).await;
-    f.db.set_production(&project.id, &v2).await.unwrap();
+    let v2 = f.app.deploy_files(&project, &[("index.html", "v2")]).await;
+    f.app.db.set_production(&project.id, &v2).await.unwrap();
     // Overflow the watcher's buffer without yielding (single-threaded test runtime): it misses
     // everything, including any RoutesChanged, and must reload from the database.
     for _ in 0..20_000 {
@@ -614,18 +524,13 @@ async fn clones_share_one_table() {
 async fn previews_are_served_at_branch_labels_and_not_indexed() {
     let f = Fixture::new().await;
     let (project, _) = f.site("shop", false, &[("index.html", "production")]).await;
-    let preview = f
-        .deployment_of(
-            &project,
-            "Feature/New-Cart",
-            DeploymentTarget::Preview,
-            false,
-            &[("index.html", "preview")],
-        )
+    f.app
+        .deployment(&project)
+        .preview("Feature/New-Cart")
+        .files(&[("index.html", "preview")])
+        .ready()
+        .create()
         .await;
-    f.db.apply_state(&preview, &StateChange::new(DeploymentState::Ready))
-        .await
-        .unwrap();
     f.sites.reload_project(&project.id).await.unwrap();
 
     let answer = get(&f.sites, "feature-new-cart--shop", "/").await;
@@ -658,20 +563,22 @@ async fn site_with_rules(
     headers: &str,
 ) -> DeploymentId {
     use platform::site_rules::{SiteRules, parse_headers, parse_redirects};
-    let project = f.project(slug).await;
-    let deployment = f.deployment(&project, false, files).await;
-    let mut manifest = f.store.get_manifest(&deployment).await.unwrap().unwrap();
     let (r, h) = (parse_redirects(redirects.as_bytes()), parse_headers(headers.as_bytes()));
     assert!(r.warnings.is_empty() && h.warnings.is_empty(), "{r:?} {h:?}");
-    manifest.rules = SiteRules {
+    let rules = SiteRules {
         redirects: r.rules,
         headers: h.rules,
     };
-    f.store.put_manifest(&manifest).await.unwrap();
-    f.db.apply_state(&deployment, &StateChange::new(DeploymentState::Ready))
-        .await
-        .unwrap();
-    f.db.set_production(&project.id, &deployment).await.unwrap();
+    let project = f.app.project(slug).await;
+    let deployment = f
+        .app
+        .deployment(&project)
+        .files(files)
+        .rules(rules)
+        .ready()
+        .production()
+        .create()
+        .await;
     f.sites.load().await.unwrap();
     deployment
 }

@@ -1,9 +1,9 @@
 //! The GitHub App as a client of GitHub's REST API (through octocrab): App JWTs, installation
 //! tokens, repositories, check runs, the manifest conversion and the OAuth code exchange.
 
+use db::RepositoryRecord;
 use octocrab::Octocrab;
 use octocrab::models::AppId;
-use platform::db::RepositoryRecord;
 use platform::settings::{GithubAppCredentials, Secret};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -7,8 +7,8 @@
 
 use crate::app::{GithubApp, GithubError};
 use crate::connection::Github;
+use db::{CheckUpdate, DbError};
 use platform::Timestamp;
-use platform::db::{CheckUpdate, DbError};
 use platform::model::{Deployment, DeploymentState, DeploymentTarget};
 use platform::settings::SitesSettings;
 use serde_json::{Value, json};

@@ -3,9 +3,9 @@
 
 use crate::app::{CreatedApp, GithubApp, GithubError};
 use arc_swap::ArcSwapOption;
+use db::{Database, DbError, StoredApp};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use platform::crypto::SecretBox;
-use platform::db::{Database, DbError, StoredApp};
 use platform::settings::{GithubAppCredentials, GithubSettings, Secret};
 use platform::{Timestamp, UserId};
 use serde::{Deserialize, Serialize};

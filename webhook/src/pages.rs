@@ -8,44 +8,68 @@
 
 use crate::app::{GithubError, convert_manifest};
 use crate::connection::{Github, Purpose, encode_query};
+use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use platform::UserId;
 use serde::Deserialize;
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// `github/failure.html`: what went wrong (`title`) and what to do (`why`).
+#[derive(Template)]
+#[template(path = "github/failure.html")]
+struct Failure<'a> {
+    title: &'a str,
+    why: &'a str,
 }
 
-/// A small page; `body` is HTML the caller escaped.
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
-         content=\"width=device-width,initial-scale=1\"><title>{t} · CloudRunr</title></head>\
-         <body style=\"font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem\">\
-         <h1>{t}</h1>{body}</body></html>",
-        t = escape(title)
-    );
-    let mut resp = (status, Html(html)).into_response();
+/// `github/connect.html`: the manifest, posted to GitHub by the browser (GitHub only takes it as
+/// a form post).
+#[derive(Template)]
+#[template(path = "github/connect.html")]
+struct Connect<'a> {
+    title: &'a str,
+    /// GitHub's "new App" URL, without the query.
+    action: &'a str,
+    /// The signed state, already percent-encoded for the query.
+    state: &'a str,
+    /// The manifest's JSON.
+    manifest: &'a str,
+}
+
+/// `github/connected.html`: the App is created and stored.
+#[derive(Template)]
+#[template(path = "github/connected.html")]
+struct Connected<'a> {
+    title: &'a str,
+    slug: &'a str,
+    /// Where to install the App; empty when it cannot be said.
+    install: &'a str,
+}
+
+/// `github/installed.html`: the App is installed; linking the installation is the user's next step.
+#[derive(Template)]
+#[template(path = "github/installed.html")]
+struct Installed<'a> {
+    title: &'a str,
+}
+
+/// A page rendered from its template (every value escaped there), never cached.
+fn page(status: StatusCode, template: impl Template) -> Response {
+    let mut resp = match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!("cannot render a page: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    };
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     resp
 }
 
-fn failure(status: StatusCode, what: &str, why: &str) -> Response {
-    page(status, what, &format!("<p>{}</p>", escape(why)))
+fn failure(status: StatusCode, title: &str, why: &str) -> Response {
+    page(status, Failure { title, why })
 }
 
 /// The admin (and organization) a manifest-flow state was signed for.
@@ -87,18 +111,16 @@ pub async fn connect(State(github): State<Github>, Query(q): Query<StateQuery>) 
     }
     let manifest = github.manifest().to_string();
     let action = github.manifest_post_url(org.as_deref());
-    let state = q.state.unwrap_or_default();
-    let body = format!(
-        "<p>Taking you to GitHub to create the CloudRunr App…</p>\
-         <form id=\"f\" method=\"post\" action=\"{a}?state={s}\">\
-         <input type=\"hidden\" name=\"manifest\" value=\"{m}\">\
-         <button type=\"submit\">Continue to GitHub</button></form>\
-         <script>document.getElementById('f').submit()</script>",
-        a = escape(&action),
-        s = escape(&encode_query(&state)),
-        m = escape(&manifest),
-    );
-    page(StatusCode::OK, "Connect GitHub", &body)
+    let state = encode_query(&q.state.unwrap_or_default());
+    page(
+        StatusCode::OK,
+        Connect {
+            title: "Connect GitHub",
+            action: &action,
+            state: &state,
+            manifest: &manifest,
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -136,13 +158,11 @@ pub async fn app_created(State(github): State<Github>, Query(q): Query<CodeQuery
     let install = github.install_url(&user).await.unwrap_or_default();
     page(
         StatusCode::OK,
-        "GitHub connected",
-        &format!(
-            "<p>CloudRunr now acts as the GitHub App <strong>{}</strong>.</p>\
-             <p><a href=\"{}\">Install it on your repositories</a> to deploy them.</p>",
-            escape(&slug),
-            escape(&install)
-        ),
+        Connected {
+            title: "GitHub connected",
+            slug: &slug,
+            install: &install,
+        },
     )
 }
 
@@ -162,12 +182,7 @@ pub async fn setup(State(github): State<Github>, Query(q): Query<CodeQuery>) -> 
                 &e.to_string(),
             ),
         },
-        _ => page(
-            StatusCode::OK,
-            "Installed",
-            "<p>The App is installed. To deploy its repositories, link the installation from your CloudRunr \
-             account (GitHub settings, “Link installations”).</p>",
-        ),
+        _ => page(StatusCode::OK, Installed { title: "Installed" }),
     }
 }
 
@@ -223,4 +238,48 @@ pub async fn link_installations(
         }
     }
     Ok(linked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_by_the_templates() {
+        let html = Connected {
+            title: "GitHub <connected>",
+            slug: "<b>\"app\"</b>",
+            install: "https://github.example/apps/x/installations/new?a=1&b='2'",
+        }
+        .render()
+        .unwrap();
+        assert!(
+            html.contains("<title>GitHub &#60;connected&#62; · CloudRunr</title>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<strong>&#60;b&#62;&#34;app&#34;&#60;/b&#62;</strong>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"https://github.example/apps/x/installations/new?a=1&#38;b=&#39;2&#39;\""),
+            "{html}"
+        );
+        let html = Connect {
+            title: "Connect GitHub",
+            action: "https://github.example/settings/apps/new",
+            state: "s%2Bt",
+            manifest: r#"{"name":"a<b"}"#,
+        }
+        .render()
+        .unwrap();
+        assert!(
+            html.contains("action=\"https://github.example/settings/apps/new?state=s%2Bt\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("name=\"manifest\" value=\"{&#34;name&#34;:&#34;a&#60;b&#34;}\""),
+            "{html}"
+        );
+    }
 }

@@ -123,27 +123,9 @@ pub(crate) struct BuildView {
     output_placeholder: String,
 }
 
+/// The framework choices: the slug as the value, the label as the text.
 fn frameworks() -> Vec<(&'static str, &'static str)> {
-    Framework::ALL
-        .iter()
-        .map(|f| {
-            let label = match f {
-                Framework::Vite => "Vite",
-                Framework::CreateReactApp => "Create React App",
-                Framework::Angular => "Angular",
-                Framework::VueCli => "Vue CLI",
-                Framework::SvelteKit => "SvelteKit (static)",
-                Framework::Astro => "Astro",
-                Framework::Next => "Next.js (static export)",
-                Framework::Nuxt => "Nuxt (generate)",
-                Framework::Gatsby => "Gatsby",
-                Framework::Docusaurus => "Docusaurus",
-                Framework::Other => "Other (npm run build)",
-                Framework::Static => "Static files",
-            };
-            (f.as_str(), label)
-        })
-        .collect()
+    Framework::ALL.iter().map(|f| (f.as_str(), f.label())).collect()
 }
 
 #[derive(Template)]
@@ -260,11 +242,7 @@ pub(crate) async fn detect(State(state): State<AppState>, PostedForm { session, 
             };
             page.detected = Some(DetectedView {
                 source,
-                framework_label: frameworks()
-                    .iter()
-                    .find(|f| f.0 == d.plan.framework.as_str())
-                    .map(|f| f.1.to_owned())
-                    .unwrap_or_default(),
+                framework_label: d.plan.framework.label().to_owned(),
                 branch: d.branch.to_string(),
                 short_sha: d.commit.short().to_owned(),
                 reasons: d.plan.reasons,

@@ -4,17 +4,9 @@
 //! them; a deployment is a [`Manifest`] mapping paths to hashes. Objects and manifests are
 //! written once and never changed, so a manifest that can be read is complete.
 //!
-//! Two implementations share one layout — `objects/ab/<sha256>` and `manifests/<deployment>.json`:
-//! [`LocalArtifactStore`] in a directory and [`S3ArtifactStore`] under a prefix of an S3 bucket.
-//! [`ArtifactLocation`] parses the configured `file:///dir` or `s3://bucket/prefix`.
-
-mod local;
-mod s3;
-#[cfg(test)]
-mod tests;
-
-pub use local::LocalArtifactStore;
-pub use s3::{S3ArtifactStore, S3Options};
+//! The implementations (crate `store`: a local directory and S3) share one layout —
+//! [`object_key`] and [`manifest_key`]. [`ArtifactLocation`] parses the configured `file:///dir`
+//! or `s3://bucket/prefix`.
 
 /// Re-exported so that crates wrapping an [`ArtifactStore`] need not depend on `async-trait`.
 pub use async_trait::async_trait;
@@ -29,7 +21,6 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The SHA-256 of a file's content, as 64 lowercase hex digits.
@@ -238,12 +229,12 @@ pub fn check_range(hash: &ContentHash, start: u64, len: u64, size: u64) -> Resul
 }
 
 /// The relative key of an object: `objects/ab/abcdef…` (both backends).
-fn object_key(hash: &ContentHash) -> String {
+pub fn object_key(hash: &ContentHash) -> String {
     format!("objects/{}/{}", &hash.as_str()[..2], hash.as_str())
 }
 
 /// The relative key of a manifest: `manifests/<id>.json` (both backends).
-fn manifest_key(id: &DeploymentId) -> String {
+pub fn manifest_key(id: &DeploymentId) -> String {
     format!("manifests/{id}.json")
 }
 
@@ -306,15 +297,6 @@ impl ArtifactLocation {
                 .map_err(|reason| invalid(&reason));
         }
         Err(invalid("expected file:///dir or s3://bucket/prefix"))
-    }
-
-    /// Opens the store: creates the directory, or connects to the bucket (see
-    /// [`S3ArtifactStore::connect`]; `s3` is ignored for a local directory).
-    pub async fn open(&self, s3: S3Options) -> Result<Arc<dyn ArtifactStore>, StoreError> {
-        Ok(match self {
-            Self::Local(dir) => Arc::new(LocalArtifactStore::open(dir.clone()).await?),
-            Self::S3(location) => Arc::new(S3ArtifactStore::connect(location.clone(), s3).await?),
-        })
     }
 }
 
@@ -405,3 +387,6 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

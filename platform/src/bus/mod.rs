@@ -6,8 +6,8 @@
 //! [`Notice`]s as they happen; watching is best-effort, and a watcher that falls behind catches up
 //! from the database.
 //!
-//! Two implementations: [`InProcessBus`], a channel inside one process (`cloudrunr serve`), and
-//! [`KafkaBus`], for a platform spread over several processes. Both let a watcher see an event only
+//! Two implementations (crate `bus`): `InProcessBus`, a channel inside one process (`cloudrunr
+//! serve`), and `KafkaBus`, for a platform spread over several processes. Both let a watcher see an event only
 //! once the durable consumer has acknowledged it, so anything a watcher sees is in the database.
 
 use crate::model::{ArtifactSummary, DeploymentState, Framework, LogLine};
@@ -17,14 +17,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::broadcast;
-
-mod in_process;
-mod kafka;
-#[cfg(test)]
-mod tests;
-
-pub use in_process::InProcessBus;
-pub use kafka::{KafkaBus, KafkaConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildEvent {

@@ -1,7 +1,8 @@
-//! Properties every parse must have, whatever the input: checked by the property tests and by
-//! the fuzz targets in `fuzz/` (which include this file as it is, hence the `crate::site_rules`
-//! paths). Each function panics when a property does not hold.
+//! Properties every parse must have, whatever the input: checked by the property tests on
+//! generated inputs and by the fuzz targets in `fuzz/` on arbitrary ones. Each function panics
+//! when a property does not hold.
 
+use crate::site_rules::path::{self, RequestPath};
 use crate::site_rules::{
     Action, HeaderBlock, MAX_FILE_BYTES, MAX_HEADER_BLOCKS, MAX_HEADERS_PER_BLOCK, MAX_LINE_BYTES, MAX_REDIRECTS,
     RedirectRule, SiteRules, parse_headers, parse_redirects,
@@ -165,4 +166,23 @@ fn check_stored(rules: &SiteRules) {
     let json = serde_json::to_string(rules).unwrap_or_else(|e| panic!("serialize: {e}"));
     let back: SiteRules = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
     assert_eq!(&back, rules, "{json}");
+}
+
+/// Request paths: parsing `raw` does not panic; an accepted path has no empty, `.` or `..`
+/// segment, no NUL or backslash, and comes back the same from its own URL form (the form used in
+/// `Location`).
+pub fn request_path(raw: &str) {
+    let Ok(p) = RequestPath::parse(raw) else {
+        return;
+    };
+    assert!(!p.path.starts_with('/') && !p.path.ends_with('/'), "{raw:?}: {p:?}");
+    assert!(!p.path.contains("//"), "{raw:?}: {p:?}");
+    assert!(!p.path.contains(['\\', '\0']), "{raw:?}: {p:?}");
+    assert!(p.path.split('/').all(|s| s != ".." && s != "."), "{raw:?}: {p:?}");
+    assert!(!p.path.is_empty() || p.dir, "{raw:?}: the root is a directory");
+    let url = path::url_path(&p.path, p.dir);
+    assert!(url.starts_with('/') && !url.starts_with("//"), "{raw:?}: {url}");
+    assert!(url.bytes().all(|b| b.is_ascii_graphic()), "{raw:?}: {url}");
+    assert_eq!(RequestPath::parse(&url).as_ref(), Ok(&p), "{raw:?} -> {url}");
+    let _ = p.file_name().map(path::extension);
 }

@@ -10,11 +10,15 @@
 //! platform no longer accepts is dropped (and logged) while loading, rather than making the whole
 //! deployment unreadable.
 //!
+//! Request paths are matched in the normalized form of [`path`], the router's own: a rule sees
+//! what the router serves, never a spelling of it.
+//!
 //! Limits: each file at most [`MAX_FILE_BYTES`] (a larger file is ignored whole), lines at most
 //! [`MAX_LINE_BYTES`], at most [`MAX_REDIRECTS`] rules, [`MAX_HEADER_BLOCKS`] paths in
 //! `_headers` and [`MAX_HEADERS_PER_BLOCK`] headers under one path.
 
 mod headers;
+pub mod path;
 mod pattern;
 mod redirects;
 
@@ -274,7 +278,8 @@ impl From<RawSiteRules> for SiteRules {
     }
 }
 
-#[cfg(test)]
-mod invariants;
+// Public for the fuzz targets in `fuzz/`, which run these checks on arbitrary input; not API.
+#[doc(hidden)]
+pub mod invariants;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,12 @@
+//! The end-to-end tests: one test binary running the real `cloudrunr` executable (found by
+//! `test_support::cloudrunr_bin`) against git servers, a headless Chromium and a GitHub
+//! stand-in from the `test-support` crate.
+
+mod api;
+mod dashboard;
+mod deploy;
+mod github;
+mod openapi;
+mod scale;
+mod serving;
+mod site_rules;

@@ -1,0 +1,294 @@
+//! Putting responses on the socket: the head built into a reused buffer, the body copied behind
+//! it or sent from where it lies, every write bounded by the client's patience.
+
+use super::kept::{ANSWER_BODY, Answer, AnswerBody, AnswerFile, CACHEABLE, Keep};
+use axum::body::HttpBody;
+use axum::http::StatusCode;
+use axum::http::header;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use nix::sys::socket::MsgFlags;
+use std::cell::RefCell;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// How long a response may wait for the client to take more of it (nginx's `send_timeout`).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// A body at most this long is copied behind the head and sent with one `write`; a longer one is
+/// sent from where it is, with a vectored write.
+const COPY_BODY: usize = 16 * 1024;
+
+/// Writes `response` on `stream`: the head into `out` (cleared first), then the body.
+///
+/// The framing is always right: the length sent is the body's own when it knows it exactly (a
+/// `Content-Length` that says otherwise is replaced), else the one announced, and the body is held
+/// to it — longer is cut, shorter ends the connection. A body of no known length is delimited by
+/// closing the connection.
+pub(super) async fn write_response(
+    stream: &TcpStream,
+    out: &mut Vec<u8>,
+    response: axum::response::Response,
+    head: bool,
+    close: bool,
+    keep: Option<Keep<'_>>,
+) -> io::Result<()> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let bodiless = head || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let exact = HttpBody::size_hint(&body).exact();
+    let length = exact.or(declared);
+    let close = close || (!bodiless && length.is_none());
+    // Only whole answers from memory, of a status that is the same for everyone asking.
+    let keep = keep.filter(|_| CACHEABLE.contains(&status) && exact.is_some_and(|n| n <= ANSWER_BODY as u64) && !head);
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if !bodiless && name == header::CONTENT_LENGTH {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let (false, Some(length)) = (bodiless, length) {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let fixed = out.len();
+    end_head(out, close);
+
+    if bodiless || length == Some(0) {
+        if let Some(keep) = keep {
+            keep.store(&out[..fixed], Bytes::new());
+        }
+        return send_all(stream, out).await;
+    }
+    let mut left = length.unwrap_or(u64::MAX);
+    let mut first = true;
+    while left > 0 {
+        let data = match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => take(data, &mut left),
+                Err(_) => continue,
+            },
+            Some(Err(e)) => {
+                // Nothing more can be sent in this response's frame: end the connection, so
+                // that the client sees a truncated answer as one.
+                tracing::warn!("a site response's body failed: {e}");
+                return Err(io::Error::other(e));
+            }
+            None => break,
+        };
+        if first {
+            first = false;
+            if let Some(keep) = &keep
+                && Some(data.len() as u64) == length
+            {
+                keep.store(&out[..fixed], data.clone());
+            }
+            if data.len() <= COPY_BODY {
+                out.extend_from_slice(&data);
+                send_all(stream, out).await?;
+            } else {
+                write_two(stream, out, &data).await?;
+            }
+        } else {
+            send_all(stream, &data).await?;
+        }
+    }
+    if first {
+        send_all(stream, out).await?;
+    }
+    if left != 0 && length.is_some() {
+        // Shorter than announced: the client is still waiting for bytes that will not come.
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "a site body ended early"));
+    }
+    Ok(())
+}
+
+/// Ends a response head in `out`: `Date`, `Connection: close` when closing, the blank line.
+fn end_head(out: &mut Vec<u8>, close: bool) {
+    out.extend_from_slice(b"date: ");
+    with_date(|date| out.extend_from_slice(date));
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Sends a cached answer (its head only for `HEAD`).
+pub(super) async fn write_cached(
+    stream: &TcpStream,
+    out: &mut Vec<u8>,
+    answer: &Answer,
+    head: bool,
+    close: bool,
+) -> io::Result<()> {
+    out.clear();
+    out.extend_from_slice(&answer.head);
+    end_head(out, close);
+    if head {
+        return send_all(stream, out).await;
+    }
+    match &answer.body {
+        AnswerBody::Memory(body) if body.len() <= COPY_BODY => {
+            out.extend_from_slice(body);
+            send_all(stream, out).await
+        }
+        AnswerBody::Memory(body) => write_two(stream, out, body).await,
+        AnswerBody::File(AnswerFile { file, len }) => {
+            // The head waits (MSG_MORE) to leave in the same segment as the body's start.
+            send_all_with(stream, out, MsgFlags::from_bits_retain(nix::libc::MSG_MORE)).await?;
+            let mut offset: nix::libc::off_t = 0;
+            while (offset as usize) < *len {
+                let left = *len - offset as usize;
+                let n = write_with(stream, || {
+                    nix::sys::sendfile::sendfile(stream.as_fd(), file.as_fd(), Some(&mut offset), left)
+                        .map_err(io::Error::from)
+                })
+                .await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs a non-blocking write `f` on `stream`, waiting for the socket to take more when it is full
+/// — for at most [`SEND_TIMEOUT`] each time, as nginx's `send_timeout`: a client that stops reading
+/// does not hold its connection for ever.
+async fn write_with(stream: &TcpStream, mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match stream.try_io(Interest::WRITABLE, &mut f) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            result => return result,
+        }
+        match tokio::time::timeout(SEND_TIMEOUT, stream.writable()).await {
+            Ok(ready) => ready?,
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
+/// Writes all of `data`, with [`write_with`]'s patience.
+async fn send_all(stream: &TcpStream, data: &[u8]) -> io::Result<()> {
+    send_all_with(stream, data, MsgFlags::empty()).await
+}
+
+/// [`send_all`] with `send(2)` flags.
+async fn send_all_with(stream: &TcpStream, mut data: &[u8], flags: MsgFlags) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = write_with(stream, || {
+            nix::sys::socket::send(stream.as_raw_fd(), data, flags).map_err(io::Error::from)
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// At most `left` bytes of `data`, counted off `left`.
+fn take(mut data: Bytes, left: &mut u64) -> Bytes {
+    let allowed = usize::try_from(*left).unwrap_or(usize::MAX);
+    if data.len() > allowed {
+        data.truncate(allowed);
+    }
+    *left -= data.len() as u64;
+    data
+}
+
+/// Writes `a` then `b`, with as few writes as the socket allows.
+async fn write_two(stream: &TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() {
+        let n = write_with(stream, || {
+            stream.try_write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    send_all(stream, b).await
+}
+
+/// Runs `f` with the current `Date` value (RFC 9110's IMF-fixdate), formatted at most once a
+/// second per thread.
+fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    thread_local! {
+        static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut date = cell.borrow_mut();
+        if date.0 != second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == 29 {
+                date.1.copy_from_slice(text.as_bytes());
+                date.0 = second;
+            }
+        }
+        f(&date.1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_let_go() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // Far more than the two sockets' buffers hold.
+        let data = vec![b'x'; 64 << 20];
+        let started = Instant::now();
+        let sent = tokio::time::timeout(SEND_TIMEOUT * 2, send_all(&server, &data)).await;
+        let error = sent.expect("the write gives up by itself").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= SEND_TIMEOUT);
+        drop(client);
+    }
+
+    #[test]
+    fn take_counts_down_and_truncates() {
+        let mut left = 5;
+        assert_eq!(take(Bytes::from_static(b"abc"), &mut left), "abc");
+        assert_eq!(left, 2);
+        assert_eq!(take(Bytes::from_static(b"defg"), &mut left), "de");
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn dates_are_imf_fixdate() {
+        let date = with_date(|d| String::from_utf8_lossy(d).into_owned());
+        assert!(httpdate::parse_http_date(&date).is_ok(), "{date}");
+        assert!(date.ends_with(" GMT"), "{date}");
+    }
+}
