@@ -1,17 +1,24 @@
-//! Accounts and credentials: sign-up, log-in, session tokens (JWT, HS256) and personal API
-//! tokens (random, shown once, stored as SHA-256).
+//! Accounts and credentials: sign-up, log-in, log-out, password changes, session tokens and
+//! personal API tokens (random, shown once, stored as SHA-256).
+//!
+//! A session token is a JWT (HS256) naming the user and a random session id; the session is live
+//! only while the database holds that id's row (stored as its SHA-256). Log-out deletes the row and
+//! a password change deletes all of the user's rows, so a copied token dies with its session.
+//! Server-side ids rather than a per-user token version, so that logging out of one browser
+//! does not sign the user out everywhere; the cost is one indexed lookup per request, which the
+//! user lookup it replaces cost already.
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddr, CurrentUser, Json};
-use crate::ratelimit::Key;
+use crate::ratelimit::{Pair, Throttled};
 use crate::views::{TokenView, UserView};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use db::TokenRecord;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use platform::model::User;
@@ -70,10 +77,13 @@ impl SessionKeys {
         given.len() == 16 && mac.verify_truncated_left(&given).is_ok()
     }
 
-    pub fn issue(&self, user: &UserId) -> ApiResult<String> {
+    /// A token for session `sid` of `user` (the session must also be recorded: see
+    /// [`start_session`]).
+    pub fn issue(&self, user: &UserId, sid: &str) -> ApiResult<String> {
         let now = chrono_now();
         let claims = Claims {
             sub: user.to_string(),
+            sid: sid.to_owned(),
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             iat: now,
@@ -82,21 +92,29 @@ impl SessionKeys {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
     }
 
-    /// The user a valid, unexpired session token from this issuer names.
-    pub fn verify(&self, token: &str) -> Option<UserId> {
+    /// The user and session id a validly signed, unexpired session token from this issuer names
+    /// (whether the session is still live is the database's to say).
+    pub fn verify(&self, token: &str) -> Option<(UserId, String)> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_issuer(&[ISSUER]);
         v.set_audience(&[AUDIENCE]);
         v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         v.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).ok()?;
-        UserId::parse(&data.claims.sub).ok()
+        let sid = data.claims.sid;
+        if sid.is_empty() {
+            return None;
+        }
+        Some((UserId::parse(&data.claims.sub).ok()?, sid))
     }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
+    /// The session's id; tokens from before sessions were recorded have none and are refused.
+    #[serde(default)]
+    sid: String,
     iss: String,
     aud: String,
     iat: i64,
@@ -112,9 +130,33 @@ pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<Option<Use
     if token.starts_with(API_TOKEN_PREFIX) {
         return Ok(state.db.user_by_token_hash(&sha256_hex(token)).await?);
     }
+    session_user(state, token).await
+}
+
+/// The user of a session token whose session is live (not logged out, not ended by a password
+/// change, not expired). Personal API tokens are never sessions.
+pub async fn session_user(state: &AppState, token: &str) -> ApiResult<Option<User>> {
     match state.sessions.verify(token) {
-        Some(id) => Ok(state.db.user(&id).await?),
+        Some((user, sid)) => Ok(state.db.session_user(&sha256_hex(&sid), &user).await?),
         None => Ok(None),
+    }
+}
+
+/// Records a new session of `user` and returns its token.
+pub async fn start_session(state: &AppState, user: &UserId) -> ApiResult<String> {
+    let mut bytes = [0u8; 16];
+    platform::ids::random_bytes(&mut bytes);
+    let sid = hex::encode(bytes);
+    let expires_at = (chrono_now() + SESSION_TTL_SECS) * 1000;
+    state.db.create_session(&sha256_hex(&sid), user, expires_at).await?;
+    state.sessions.issue(user, &sid)
+}
+
+/// Ends the session of a session token (log-out); `false` if it was not a live session.
+pub async fn end_session(state: &AppState, token: &str) -> ApiResult<bool> {
+    match state.sessions.verify(token) {
+        Some((_, sid)) => Ok(state.db.delete_session(&sha256_hex(&sid)).await?),
+        None => Ok(false),
     }
 }
 
@@ -204,7 +246,7 @@ pub fn clean_name(raw: &str, what: &str) -> ApiResult<String> {
 
 pub async fn signup(State(state): State<AppState>, Json(req): Json<SignupRequest>) -> ApiResult<impl IntoResponse> {
     let user = create_account(&state, &req.name, &req.email, req.password).await?;
-    let token = state.sessions.issue(&user.id)?;
+    let token = start_session(&state, &user.id).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "user": UserView::from(&user), "token": token })),
@@ -215,56 +257,174 @@ pub async fn signup(State(state): State<AppState>, Json(req): Json<SignupRequest
 pub async fn create_account(state: &AppState, name: &str, email: &str, password: String) -> ApiResult<User> {
     let name = clean_name(name, "the name")?;
     let email = normalize_email(email)?;
+    check_password_length(&password)?;
+    let hash = hash_password(password).await?;
+    Ok(state.db.create_user(&name, &email, &hash).await?)
+}
+
+fn check_password_length(password: &str) -> ApiResult<()> {
     if password.len() < MIN_PASSWORD || password.len() > MAX_PASSWORD {
         return Err(ApiError::invalid(
             "weak_password",
             format!("the password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"),
         ));
     }
-    let hash = hash_password(password).await?;
-    Ok(state.db.create_user(&name, &email, &hash).await?)
+    Ok(())
 }
 
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     Json(req): Json<LoginRequest>,
-) -> ApiResult<impl IntoResponse> {
+) -> Result<Response, LoginFailure> {
     let user = check_login(&state, addr, &req.email, req.password).await?;
-    let token = state.sessions.issue(&user.id)?;
-    Ok(axum::Json(json!({ "user": UserView::from(&user), "token": token })))
+    let token = start_session(&state, &user.id).await?;
+    Ok(axum::Json(json!({ "user": UserView::from(&user), "token": token })).into_response())
 }
 
-/// Checks an email and password (the API and the dashboard both come here), counting failures
-/// per account and per address: past the limit, log-in is refused for a while (429).
-pub async fn check_login(state: &AppState, addr: Option<IpAddr>, email: &str, password: String) -> ApiResult<User> {
-    let wrong = || ApiError::unauthorized("the email or password is incorrect");
-    let normalized = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
-    let account = Key::Account(normalized.clone());
-    let mut keys = vec![account.clone()];
-    keys.extend(addr.map(|a| Key::Address(a.to_string())));
-    if let Err(wait) = state.login_limiter.check(&keys) {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!("too many failed log-ins; try again in {minutes} minutes"),
-        ));
+/// Why a password was not accepted: wrong (or another error), or the (account, address) pair
+/// must wait first.
+#[derive(Debug)]
+pub enum LoginFailure {
+    Refused(ApiError),
+    Throttled(Throttled),
+}
+
+impl From<ApiError> for LoginFailure {
+    fn from(e: ApiError) -> Self {
+        LoginFailure::Refused(e)
     }
-    let found = state.db.user_by_email(&normalized).await?;
+}
+
+impl LoginFailure {
+    /// The error to show, and for a throttled attempt the seconds to send as `Retry-After`.
+    pub fn into_parts(self) -> (ApiError, Option<u64>) {
+        match self {
+            LoginFailure::Refused(e) => (e, None),
+            LoginFailure::Throttled(t) => (
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", t.message()),
+                Some(t.retry_after_secs()),
+            ),
+        }
+    }
+}
+
+/// Adds `Retry-After` to a response when there is a wait to announce.
+pub fn with_retry_after(mut resp: Response, retry_after: Option<u64>) -> Response {
+    if let Some(secs) = retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+impl IntoResponse for LoginFailure {
+    fn into_response(self) -> Response {
+        let (error, retry_after) = self.into_parts();
+        with_retry_after(error.into_response(), retry_after)
+    }
+}
+
+/// Checks an email and password (the API's and the dashboard's log-in, and password changes
+/// come here), counted per (account, client address) pair: past the free attempts, the pair
+/// waits (429).
+pub async fn check_login(
+    state: &AppState,
+    addr: Option<IpAddr>,
+    email: &str,
+    password: String,
+) -> Result<User, LoginFailure> {
+    let normalized = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
+    let pair = Pair::new(&normalized, addr);
+    state
+        .login_limiter
+        .begin(&state.db, &pair)
+        .await
+        .map_err(ApiError::from)?
+        .map_err(LoginFailure::Throttled)?;
+    let found = state.db.user_by_email(&normalized).await.map_err(ApiError::from)?;
     let hash = found
         .as_ref()
         .map_or_else(|| decoy_hash().to_owned(), |(_, h)| h.clone());
     let password_ok = verify_password(password, hash).await;
     match found {
         Some((user, _)) if password_ok => {
-            state.login_limiter.succeeded(&account);
+            state
+                .login_limiter
+                .succeeded(&state.db, &pair)
+                .await
+                .map_err(ApiError::from)?;
             Ok(user)
         }
-        _ => {
-            state.login_limiter.failed(&keys);
-            Err(wrong())
+        _ => Err(LoginFailure::Refused(ApiError::unauthorized(
+            "the email or password is incorrect",
+        ))),
+    }
+}
+
+/// Changes the user's password after checking the current one (throttled like a log-in), ends
+/// every session of theirs, and opens a new one for the caller, whose token is returned.
+pub async fn change_password(
+    state: &AppState,
+    addr: Option<IpAddr>,
+    user: &User,
+    current: String,
+    new: String,
+) -> Result<String, LoginFailure> {
+    check_password_length(&new)?;
+    match check_login(state, addr, &user.email, current).await {
+        Ok(_) => {}
+        Err(LoginFailure::Refused(e)) if e.status() == StatusCode::UNAUTHORIZED => {
+            return Err(LoginFailure::Refused(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_password",
+                "the current password is incorrect",
+            )));
         }
+        Err(other) => return Err(other),
+    }
+    let hash = hash_password(new).await?;
+    state
+        .db
+        .change_password(&user.id, &hash)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(start_session(state, &user.id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /api/auth/password`: every session of the user (this one included) ends; the answer
+/// carries a new session token. Personal API tokens stay valid.
+pub async fn password(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    CurrentUser(user): CurrentUser,
+    Json(req): Json<ChangePasswordRequest>,
+) -> Result<Response, LoginFailure> {
+    let token = change_password(&state, addr, &user, req.current_password, req.new_password).await?;
+    Ok(axum::Json(json!({ "user": UserView::from(&user), "token": token })).into_response())
+}
+
+/// `POST /api/auth/logout`: ends the session whose token authorizes the request. A personal API
+/// token is not a session; it is revoked with `DELETE /api/tokens/{id}`.
+pub async fn logout(State(state): State<AppState>, headers: axum::http::HeaderMap) -> ApiResult<StatusCode> {
+    let token = crate::extract::bearer(&headers)?
+        .ok_or_else(|| ApiError::unauthorized("sign in first: send Authorization: Bearer <token>"))?;
+    if token.starts_with(API_TOKEN_PREFIX) {
+        return Err(ApiError::bad_request(
+            "not_a_session",
+            "an API token is not a session; revoke it with DELETE /api/tokens/{id}",
+        ));
+    }
+    if end_session(&state, token).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::unauthorized("the token is invalid or expired; sign in again"))
     }
 }
 
@@ -329,14 +489,15 @@ mod tests {
     fn session_tokens_check_signature_issuer_and_expiry() {
         let keys = SessionKeys::new(&Secret::new("k".repeat(32)));
         let user = UserId::generate();
-        let token = keys.issue(&user).unwrap();
-        assert_eq!(keys.verify(&token), Some(user.clone()));
+        let token = keys.issue(&user, "s1").unwrap();
+        assert_eq!(keys.verify(&token), Some((user.clone(), "s1".to_owned())));
         let other = SessionKeys::new(&Secret::new("x".repeat(32)));
         assert_eq!(other.verify(&token), None, "another secret");
         let now = chrono_now();
         let forge = |iss: &str, exp: i64| {
             let c = Claims {
                 sub: user.to_string(),
+                sid: "s1".into(),
                 iss: iss.into(),
                 aud: AUDIENCE.into(),
                 iat: now,
@@ -346,9 +507,13 @@ mod tests {
         };
         assert_eq!(keys.verify(&forge("someone-else", now + 60)), None, "wrong issuer");
         assert_eq!(keys.verify(&forge(ISSUER, now - 3600)), None, "expired");
-        assert_eq!(keys.verify(&forge(ISSUER, now + 60)), Some(user.clone()));
+        assert_eq!(
+            keys.verify(&forge(ISSUER, now + 60)),
+            Some((user.clone(), "s1".to_owned()))
+        );
         let other_audience = Claims {
             sub: user.to_string(),
+            sid: "s1".into(),
             iss: ISSUER.into(),
             aud: "elsewhere".into(),
             iat: now,
@@ -357,6 +522,20 @@ mod tests {
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &other_audience, &keys.encoding).unwrap();
         assert_eq!(keys.verify(&t), None, "a token for another audience");
         assert_eq!(keys.verify("not.a.jwt"), None);
+        let sessionless = Claims {
+            sub: user.to_string(),
+            sid: String::new(),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now,
+            exp: now + 60,
+        };
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &sessionless, &keys.encoding).unwrap();
+        assert_eq!(
+            keys.verify(&t),
+            None,
+            "a token without a session id (from before sessions were kept)"
+        );
         // alg=none must never pass
         let none = format!("eyJhbGciOiJub25lIn0.{}.", token.split('.').nth(1).unwrap());
         assert_eq!(keys.verify(&none), None);

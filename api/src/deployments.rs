@@ -8,7 +8,7 @@ use crate::views::DeploymentView;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use db::NewDeployment;
+use db::{DbError, NewDeployment};
 use platform::bus::Notice;
 use platform::model::{Deployment, DeploymentState, DeploymentTarget, DeploymentTrigger, Project, User};
 use platform::{BranchName, CommitSha, DeploymentId};
@@ -34,7 +34,8 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "deployment": view }))))
 }
 
-/// Queues a deployment of the project (the API and the dashboard both come here).
+/// Queues a deployment of the project (the API and the dashboard both come here). Past the
+/// account's queue cap it is refused (429 `too_many_queued_builds`) and nothing is created.
 pub async fn create_deployment(state: &AppState, project: &Project, req: CreateDeployment) -> ApiResult<Deployment> {
     let branch = match req.branch.as_deref() {
         Some(b) => BranchName::parse(b).map_err(|e| ApiError::invalid("invalid_branch", e.to_string()))?,
@@ -53,7 +54,7 @@ pub async fn create_deployment(state: &AppState, project: &Project, req: CreateD
     };
     let deployment = state
         .db
-        .create_deployment(NewDeployment {
+        .queue_deployment(NewDeployment {
             project: project.id.clone(),
             target,
             branch,
@@ -62,7 +63,18 @@ pub async fn create_deployment(state: &AppState, project: &Project, req: CreateD
             commit_author: None,
             trigger: DeploymentTrigger::Api,
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            DbError::QueueFull { queued, limit } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_queued_builds",
+                format!(
+                    "your account already has {queued} deployments waiting to build (at most {limit}); \
+                     deploy again once some of them have started, or cancel some"
+                ),
+            ),
+            other => other.into(),
+        })?;
     state.notify(Notice::WorkAvailable).await;
     Ok(deployment)
 }

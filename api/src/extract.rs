@@ -99,13 +99,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                 "sign in first: send Authorization: Bearer <token>",
             ));
         };
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let token = bearer_value(header)?;
         crate::auth::authenticate(state, token)
             .await?
             .map(CurrentUser)
@@ -113,16 +107,44 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
-/// The client's address, when the server knows it (it is served with connection info).
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers.get(header::AUTHORIZATION).map(bearer_value).transpose()
+}
+
+fn bearer_value(header: &axum::http::HeaderValue) -> Result<&str, ApiError> {
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))
+}
+
+/// The client's address, when the server knows it (it is served with connection info): the
+/// peer, or — when the peer is one of the trusted proxies — the right-most address of
+/// `X-Forwarded-For` that is not (see `platform::proxies`). From any other peer the header is
+/// ignored, since a client can write anything there.
 pub struct ClientAddr(pub Option<std::net::IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let info = parts
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(info) = parts
             .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-        Ok(ClientAddr(info.map(|i| i.0.ip())))
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        else {
+            return Ok(ClientAddr(None));
+        };
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Ok(ClientAddr(Some(
+            state.trusted_proxies.client_address(info.0.ip(), forwarded),
+        )))
     }
 }

@@ -55,6 +55,8 @@ pub struct Services {
     pub build_timeout: Duration,
     pub max_concurrent_builds: usize,
     pub login_limiter: ratelimit::LoginLimiter,
+    /// Peers whose `X-Forwarded-For` names the client (log-in throttling counts by client).
+    pub trusted_proxies: platform::proxies::TrustedProxies,
     /// Per-deployment credentials of builds that run away from the platform.
     pub build_tokens: platform::build_token::BuildTokens,
 }
@@ -90,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/auth/signup", post(auth::signup))
         .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/password", post(auth::password))
         .route("/me", get(auth::me))
         .route("/tokens", post(auth::create_token).get(auth::list_tokens))
         .route("/tokens/{id}", axum::routing::delete(auth::delete_token))

@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use db::{Database, DbError};
 use platform::DeploymentId;
 use platform::bus::{EventBody, Watched};
 use platform::model::{DeploymentState, LogLine};
@@ -21,7 +22,13 @@ use tokio_stream::wrappers::ReceiverStream;
 
 const DEFAULT_LIMIT: u32 = 1000;
 const MAX_LIMIT: u32 = 5000;
-const CATCH_UP_PAGE: u32 = 500;
+/// Text in one JSON page, beyond its first line: a page of long lines ends early (`finished`
+/// stays false and the reader asks for the next), so no answer holds more than about this much.
+const PAGE_BYTES: usize = 1 << 20;
+/// Lines read from the database at once: with lines of at most 16 KiB, a read holds at most
+/// 4 MiB, whatever the log's size.
+pub(crate) const READ_CHUNK: u32 = 256;
+const CATCH_UP_PAGE: u32 = READ_CHUNK;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,15 +51,44 @@ pub async fn page(
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let mut lines = state.db.log_lines(&d.id, q.after.unwrap_or(0), limit + 1).await?;
-    let more = lines.len() > limit as usize;
-    lines.truncate(limit as usize);
+    let (lines, more) = read_page(&state.db, &d.id, q.after.unwrap_or(0), limit, PAGE_BYTES).await?;
     // A final state is applied after every line before it, so once the deployment is final and
     // no line is left, the log is complete.
     let finished = d.state.is_terminal() && !more;
     Ok(axum::Json(
         json!({ "lines": lines, "finished": finished, "state": d.state }),
     ))
+}
+
+/// The lines after `after`, at most `max_lines` of them and about `max_bytes` of text (at least
+/// one line, so that a reader always gets on), read [`READ_CHUNK`] at a time by sequence number;
+/// and whether more lines follow.
+pub(crate) async fn read_page(
+    db: &Database,
+    id: &DeploymentId,
+    mut after: u64,
+    max_lines: u32,
+    max_bytes: usize,
+) -> Result<(Vec<LogLine>, bool), DbError> {
+    let mut lines: Vec<LogLine> = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let want = (max_lines as usize - lines.len()).min(READ_CHUNK as usize);
+        // One more than wanted tells whether anything follows.
+        let chunk = db.log_lines(id, after, want as u32 + 1).await?;
+        let more = chunk.len() > want;
+        for line in chunk.into_iter().take(want) {
+            if !lines.is_empty() && bytes + line.text.len() > max_bytes {
+                return Ok((lines, true));
+            }
+            bytes += line.text.len();
+            after = line.seq;
+            lines.push(line);
+        }
+        if !more || lines.len() >= max_lines as usize {
+            return Ok((lines, more));
+        }
+    }
 }
 
 #[derive(Deserialize)]

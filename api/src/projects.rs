@@ -349,7 +349,7 @@ pub async fn create_project(state: &AppState, user: &User, req: CreateProject) -
             if state.db.slug_taken(&s).await? {
                 return Err(ApiError::conflict(
                     "slug_taken",
-                    format!("the slug {s:?} is taken; choose another"),
+                    format!("the slug \"{s}\" is taken; choose another"),
                 ));
             }
             s
@@ -502,7 +502,7 @@ pub async fn update_project(state: &AppState, project: Project, req: PatchProjec
             if state.db.slug_taken(&s).await? {
                 return Err(ApiError::conflict(
                     "slug_taken",
-                    format!("the slug {s:?} is taken; choose another"),
+                    format!("the slug \"{s}\" is taken; choose another"),
                 ));
             }
             s

@@ -1,5 +1,8 @@
 //! The scheduler: hands queued deployments to the executor, one build per project at a time
-//! and at most `max_concurrent` in all.
+//! and at most `max_concurrent` in all. Which ones is the database's claim (`claim_queued`):
+//! accounts take turns (the one served longest ago goes first, with its oldest deployment), and
+//! an account at its running cap (`CLOUDRUNR_MAX_RUNNING_BUILDS_PER_ACCOUNT`) waits, so that one
+//! account's queue cannot hold everyone else's builds back.
 
 use crate::AppState;
 use platform::GitUrl;

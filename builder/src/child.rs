@@ -2,12 +2,13 @@
 //! the whole process tree is killed.
 
 use crate::logs::BuildLog;
+use crate::quota::{Exceeded, QuotaSignal};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use platform::model::LogStream;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
-use tokio::process::Command;
+use tokio::process::{ChildStdin, Command};
 use tokio_util::sync::CancellationToken;
 
 /// Why a build stopped before it was done.
@@ -15,13 +16,16 @@ use tokio_util::sync::CancellationToken;
 pub enum Interrupt {
     Canceled,
     TimedOut,
+    /// It went past one of its quotas (see [`crate::quota`]).
+    Quota(Exceeded),
 }
 
-/// Fires when the build is canceled or its deadline passes.
+/// Fires when the build is canceled, its deadline passes or it goes past a quota.
 #[derive(Clone)]
 pub struct Stopper {
     cancel: CancellationToken,
     deadline: tokio::time::Instant,
+    quota: QuotaSignal,
 }
 
 impl Stopper {
@@ -29,13 +33,21 @@ impl Stopper {
         Self {
             cancel,
             deadline: tokio::time::Instant::now() + timeout,
+            quota: QuotaSignal::default(),
         }
+    }
+
+    /// Stops also when `quota` fires.
+    pub fn with_quota(mut self, quota: QuotaSignal) -> Self {
+        self.quota = quota;
+        self
     }
 
     pub async fn stopped(&self) -> Interrupt {
         tokio::select! {
             () = self.cancel.cancelled() => Interrupt::Canceled,
             () = tokio::time::sleep_until(self.deadline) => Interrupt::TimedOut,
+            reason = self.quota.tripped() => Interrupt::Quota(reason),
         }
     }
 
@@ -58,13 +70,30 @@ pub enum RunError {
 
 /// Runs `cmd` (which must be its own process group) with its stdout and stderr logged line by
 /// line. Returns its exit status; on interrupt, kills its process group first.
-pub async fn run_logged(mut cmd: Command, log: &BuildLog, stopper: &Stopper) -> Result<ExitStatus, RunError> {
+pub async fn run_logged(cmd: Command, log: &BuildLog, stopper: &Stopper) -> Result<ExitStatus, RunError> {
+    run_logged_with(cmd, log, stopper, |_, _| async {}).await
+}
+
+/// [`run_logged`], with `started` run once the process exists (given its pid and stdin, when
+/// piped), while its output is already being followed: it may hold the process at a gate.
+pub async fn run_logged_with<F, Fut>(
+    mut cmd: Command,
+    log: &BuildLog,
+    stopper: &Stopper,
+    started: F,
+) -> Result<ExitStatus, RunError>
+where
+    F: FnOnce(Option<u32>, Option<ChildStdin>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
         program: program.clone(),
         source,
     })?;
+    let mut started = std::pin::pin!(started(child.id(), child.stdin.take()));
+    let mut started_done = false;
     let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -85,6 +114,7 @@ pub async fn run_logged(mut cmd: Command, log: &BuildLog, stopper: &Stopper) -> 
     let outcome = loop {
         tokio::select! {
             _ = &mut readers, if !readers_done => readers_done = true,
+            () = &mut started, if !started_done => started_done = true,
             status = child.wait() => break Ok(status),
             reason = stopper.stopped() => break Err(reason),
         }

@@ -1,17 +1,18 @@
 //! The life of one build, from clone to manifest, reported on the log bus as it goes.
 
-use crate::child::{Interrupt, RunError, Stopper, run_logged};
+use crate::child::{Interrupt, RunError, Stopper, run_logged_with};
 use crate::compress::Compression;
 use crate::detect::{self, BuildPlan};
 use crate::git::{Git, GitError, Output, Source};
 use crate::logs::BuildLog;
 use crate::output::{self, Limits};
+use crate::quota::{BuildQuota, Exceeded, TmpProbe, open_gate};
 use crate::sandbox::{Sandbox, SandboxCommand, write_passwd};
 use platform::artifacts::ArtifactStore;
 use platform::bus::{LogBus, StateChange};
 use platform::executor::BuildJob;
 use platform::model::{ArtifactSummary, DeploymentState};
-use platform::settings::BuildLimits;
+use platform::settings::{BuildLimits, SandboxMode};
 use platform::{CommitSha, RelPath};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -107,11 +108,23 @@ fn format_duration(ms: u64) -> String {
 pub async fn run_build(ctx: &BuildContext, job: BuildJob, cancel: CancellationToken) {
     let mut secrets: Vec<&str> = job.env.0.values().map(String::as_str).collect();
     secrets.extend(job.git_token.as_ref().map(|t| t.0.as_str()));
-    let log = BuildLog::new(job.deployment_id.clone(), ctx.bus.clone(), job.first_seq, &secrets);
-    let stopper = Stopper::new(cancel, job.timeout);
+    let log =
+        BuildLog::new(job.deployment_id.clone(), ctx.bus.clone(), job.first_seq, &secrets).with_limits(ctx.limits.log);
     let workspace = ctx.work_root.join(job.deployment_id.as_str());
+    let cache = ctx.cache_root.join(job.project_id.as_str());
+    let sandboxed = matches!(ctx.sandbox.mode(), SandboxMode::Bubblewrap(_));
+    let quota = BuildQuota::start(
+        ctx.limits.quotas,
+        sandboxed,
+        job.deployment_id.as_str(),
+        &workspace,
+        &cache,
+    )
+    .await;
+    let stopper = Stopper::new(cancel, job.timeout).with_quota(quota.signal());
     let mut progress = Progress::default();
-    let result = build(ctx, &job, &log, &stopper, &workspace, &mut progress).await;
+    let result = build(ctx, &job, &log, &stopper, &quota, &workspace, &mut progress).await;
+    quota.finish(&log).await;
     if let Err(e) = tokio::fs::remove_dir_all(&workspace).await
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -145,6 +158,13 @@ pub async fn run_build(ctx: &BuildContext, job: BuildJob, cancel: CancellationTo
             c.error = Some(msg);
             c
         }
+        Err(Failure::Interrupted(Interrupt::Quota(exceeded))) => {
+            let msg = exceeded.to_string();
+            log.system(format!("Error: {msg}")).await;
+            let mut c = progress.change(DeploymentState::Failed);
+            c.error = Some(msg);
+            c
+        }
         Err(Failure::Error(msg)) => {
             log.system(format!("Error: {msg}")).await;
             let mut c = progress.change(DeploymentState::Failed);
@@ -160,6 +180,7 @@ async fn build(
     job: &BuildJob,
     log: &BuildLog,
     stopper: &Stopper,
+    quota: &BuildQuota,
     workspace: &Path,
     progress: &mut Progress,
 ) -> Result<ArtifactSummary, Failure> {
@@ -180,6 +201,7 @@ async fn build(
     prepare_dirs(workspace, &src, &passwd, &cache)
         .await
         .map_err(|e| Failure::Error(format!("cannot prepare the build: {e}")))?;
+    quota.admit_cache(log).await;
 
     // Cloning
     let started = Instant::now();
@@ -235,6 +257,15 @@ async fn build(
     }
     progress.framework = Some(plan.framework);
     let env = build_env(job);
+    // The steps' one way to the network; it stops when dropped, with the build.
+    if let Some(warning) = ctx.sandbox.network_warning() {
+        log.system(warning).await;
+    }
+    let egress = ctx
+        .sandbox
+        .start_egress()
+        .map_err(|e| Failure::Error(format!("cannot start the build's network proxy: {e}")))?;
+    let egress = egress.as_ref();
 
     // Installing
     log.state(progress.change(DeploymentState::Installing)).await;
@@ -242,7 +273,7 @@ async fn build(
         let started = Instant::now();
         log.system(format!("Running \"{install}\"")).await;
         run_step(
-            ctx, &src, &cache, &passwd, root_dir, install, &env, log, stopper, "install",
+            ctx, &src, &cache, &passwd, root_dir, install, &env, egress, log, stopper, quota, "install",
         )
         .await?;
         let took = progress.finish_phase("installing", started);
@@ -254,10 +285,16 @@ async fn build(
     if let Some(build) = &plan.build_command {
         let started = Instant::now();
         log.system(format!("Running \"{build}\"")).await;
-        run_step(ctx, &src, &cache, &passwd, root_dir, build, &env, log, stopper, "build").await?;
+        run_step(
+            ctx, &src, &cache, &passwd, root_dir, build, &env, egress, log, stopper, quota, "build",
+        )
+        .await?;
         let took = progress.finish_phase("building", started);
         log.system(format!("Build completed in {took}")).await;
     }
+
+    // Nothing of the build runs any more.
+    quota.stop_watching().await;
 
     // Uploading
     log.state(progress.change(DeploymentState::Uploading)).await;
@@ -331,21 +368,46 @@ async fn run_step(
     root_dir: &RelPath,
     script: &str,
     env: &BTreeMap<String, String>,
+    egress: Option<&crate::egress::EgressProxy>,
     log: &BuildLog,
     stopper: &Stopper,
+    quota: &BuildQuota,
     what: &str,
 ) -> Result<(), Failure> {
-    let cmd = ctx.sandbox.command(&SandboxCommand {
+    let entry = quota.entry();
+    let sandboxed = SandboxCommand {
         workspace: src,
         cache,
         workdir: root_dir.as_str(),
         passwd,
         script,
         env,
+        egress,
+    };
+    let cmd = ctx.sandbox.command_in(&sandboxed, &entry);
+    // The sandbox's /tmp, opened before the step's code runs and held until it is over.
+    let tmp: std::sync::OnceLock<TmpProbe> = std::sync::OnceLock::new();
+    let run = run_logged_with(cmd, log, stopper, |pid, stdin| {
+        let (tmp, tmp_size) = (&tmp, entry.tmp_size);
+        async move {
+            if let Some(size) = tmp_size
+                && let Some(probe) = open_gate(pid, stdin, size).await
+            {
+                let _ = tmp.set(probe);
+            }
+        }
     });
-    let status = run_logged(cmd, log, stopper).await?;
+    let status = crate::egress::with_notices(run, egress, log).await;
+    // A quota gone past says more than the exit status it caused (an OOM kill's 137, say).
+    if let Some(exceeded) = quota.check_now().await {
+        return Err(Failure::Interrupted(Interrupt::Quota(exceeded)));
+    }
+    let status = status?;
     if status.success() {
         return Ok(());
+    }
+    if tmp.get().is_some_and(TmpProbe::is_full) {
+        return Err(Failure::Error(Exceeded::Tmp(quota.tmp_max()).to_string()));
     }
     Err(Failure::Error(match status.code() {
         Some(code) => format!("the {what} command exited with code {code}"),

@@ -3,9 +3,13 @@
 //! Inside the sandbox a build sees a read-only `/usr`, a handful of `/etc` files it needs for
 //! DNS and TLS, a private `/tmp`, its checkout at `/workspace` and its project's dependency
 //! cache at `/cache` — and nothing else of the host: no data directory, no `/root`, no
-//! `/etc/shadow`. It runs as uid 1000 with no capabilities, in fresh namespaces (the network is
-//! shared so that package registries are reachable), with an environment made from scratch.
+//! `/etc/shadow`. It runs as uid 1000 with no capabilities, in fresh namespaces — its network
+//! namespace too, where only its own loopback exists: it reaches the outside only through the
+//! build's egress proxy ([`crate::egress`]), which refuses the host's loopback, private networks
+//! and the cloud metadata endpoint — with an environment made from scratch.
 
+use crate::egress::{self, Egress, EgressProxy};
+use crate::quota::Entry;
 use platform::settings::SandboxMode;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +45,8 @@ pub enum SandboxError {
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     mode: SandboxMode,
+    /// How builds reach the network; without it they have none at all.
+    egress: Option<Egress>,
 }
 
 /// One command to run in the sandbox.
@@ -57,11 +63,44 @@ pub struct SandboxCommand<'a> {
     pub script: &'a str,
     /// The complete environment, besides the base variables the sandbox sets itself.
     pub env: &'a BTreeMap<String, String>,
+    /// The build's proxy: the command's only way to the network.
+    pub egress: Option<&'a EgressProxy>,
 }
 
 impl Sandbox {
+    /// Builds in this sandbox have no network at all until [`Sandbox::with_egress`] gives them
+    /// a proxy.
     pub fn new(mode: SandboxMode) -> Self {
-        Self { mode }
+        Self { mode, egress: None }
+    }
+
+    /// Builds reach the network through a proxy that applies `egress`'s policy.
+    pub fn with_egress(mut self, egress: Egress) -> Self {
+        if let Some(warning) = self.network_warning() {
+            tracing::warn!("{warning}; the egress policy applies to git only");
+        }
+        self.egress = Some(egress);
+        self
+    }
+
+    /// Starts the proxy of one build; `None` when its commands get no network, or (without a
+    /// sandbox) the host's own, unfiltered.
+    pub fn start_egress(&self) -> std::io::Result<Option<EgressProxy>> {
+        match (&self.mode, &self.egress) {
+            (SandboxMode::Bubblewrap(_), Some(egress)) => egress.start().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Why this sandbox's builds can reach more than the egress policy allows, if they can.
+    pub fn network_warning(&self) -> Option<&'static str> {
+        match self.mode {
+            SandboxMode::UnsafeNone => Some(
+                "Warning: builds run without a sandbox (CLOUDRUNR_UNSAFE_NO_SANDBOX): they share this \
+                 machine's network, unfiltered",
+            ),
+            SandboxMode::Bubblewrap(_) => None,
+        }
     }
 
     pub fn mode(&self) -> &SandboxMode {
@@ -92,6 +131,15 @@ impl Sandbox {
             )));
         }
         let env = BTreeMap::new();
+        // With a proxy, the probe runs the bridge too: a bridge that cannot run in the sandbox
+        // is found at start, not in the first build.
+        let proxy = match self.start_egress() {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(SandboxError::Unavailable(format!("cannot start the egress proxy: {e}")));
+            }
+        };
         let cmd = SandboxCommand {
             workspace: &ws,
             cache: &cache,
@@ -99,9 +147,15 @@ impl Sandbox {
             passwd: &passwd,
             script: "true",
             env: &env,
+            egress: proxy.as_ref(),
+        };
+        // A sized `/tmp` too, as builds have: a bubblewrap too old for `--size` is found here.
+        let entry = Entry {
+            tmp_size: Some(1 << 20),
+            ..Entry::default()
         };
         let result = self
-            .command(&cmd)
+            .command_in(&cmd, &entry)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
@@ -119,13 +173,35 @@ impl Sandbox {
     /// The command, not yet spawned. It is its own process group, so that the whole tree can be
     /// killed at once (see [`crate::child`]).
     pub fn command(&self, c: &SandboxCommand<'_>) -> Command {
+        self.command_in(c, &Entry::default())
+    }
+
+    /// [`Sandbox::command`], entering the build's quotas first (see [`crate::quota::entry`]).
+    pub fn command_in(&self, c: &SandboxCommand<'_>, entry: &Entry) -> Command {
         let mut env = base_env();
+        let bridged = match (&self.mode, &self.egress, c.egress) {
+            (SandboxMode::Bubblewrap(_), Some(egress), Some(proxy)) => Some((egress, proxy)),
+            _ => None,
+        };
+        if bridged.is_some() {
+            env.extend(egress::proxy_env().into_iter().map(|(k, v)| (k.to_owned(), v)));
+        }
         env.extend(c.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut cmd = match &self.mode {
             SandboxMode::Bubblewrap(program) => {
-                let mut cmd = Command::new(program);
-                cmd.args(bwrap_args(c));
-                cmd.args(["sh", "-c", c.script]);
+                let mut cmd = entry.command(program);
+                cmd.args(entry.bwrap_options(bwrap_args(c)));
+                match bridged {
+                    Some((egress, proxy)) => {
+                        cmd.args(egress_binds(&egress.bridge, proxy));
+                        cmd.arg("--");
+                        cmd.args(egress::bridged(c.script));
+                    }
+                    None => {
+                        cmd.arg("--");
+                        cmd.args(["sh", "-c", c.script]);
+                    }
+                }
                 cmd
             }
             SandboxMode::UnsafeNone => {
@@ -136,7 +212,7 @@ impl Sandbox {
                         *v = format!("{}{rest}", c.cache.display());
                     }
                 }
-                let mut cmd = Command::new("sh");
+                let mut cmd = entry.command("sh");
                 cmd.args(["-c", c.script]);
                 cmd.current_dir(join_workdir(c.workspace, c.workdir));
                 cmd
@@ -144,17 +220,19 @@ impl Sandbox {
         };
         cmd.env_clear()
             .envs(env)
-            .stdin(Stdio::null())
+            .stdin(entry.stdin())
             .process_group(0)
             .kill_on_drop(true);
         cmd
     }
 }
 
+/// The sandbox's options, up to (not including) the `--` before the command. `--unshare-all`
+/// includes the network: bubblewrap gives the new namespace a loopback interface, up, and nothing
+/// else.
 fn bwrap_args(c: &SandboxCommand<'_>) -> Vec<String> {
     let mut a: Vec<String> = [
         "--unshare-all",
-        "--share-net",
         "--unshare-user",
         "--uid",
         "1000",
@@ -203,8 +281,20 @@ fn bwrap_args(c: &SandboxCommand<'_>) -> Vec<String> {
     } else {
         format!("{WORKSPACE}/{}", c.workdir)
     };
-    a.extend(["--chdir".into(), workdir, "--".into()]);
+    a.extend(["--chdir".into(), workdir]);
     a
+}
+
+/// The bridge program and the proxy's socket directory, bound read-only into the sandbox.
+fn egress_binds(bridge: &Path, proxy: &EgressProxy) -> Vec<String> {
+    vec![
+        "--ro-bind".into(),
+        bridge.display().to_string(),
+        egress::BRIDGE_IN_SANDBOX.into(),
+        "--ro-bind".into(),
+        proxy.dir().display().to_string(),
+        egress::SOCKET_DIR_IN_SANDBOX.into(),
+    ]
 }
 
 fn join_workdir(workspace: &Path, workdir: &str) -> PathBuf {

@@ -15,6 +15,10 @@ use std::sync::Arc;
 pub async fn database(settings: &Settings) -> anyhow::Result<Database> {
     let options = DbOptions {
         log_retention: settings.log_retention,
+        build_caps: db::BuildCaps {
+            running: Some(settings.accounts.max_running_builds),
+            queued: Some(settings.accounts.max_queued_builds),
+        },
         ..DbOptions::default()
     };
     Database::connect_with(settings.database_url.expose(), options)

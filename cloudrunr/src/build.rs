@@ -38,7 +38,10 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let bus: Arc<dyn LogBus> = sink.clone();
 
     let limits = args.limits();
-    let sandbox = Sandbox::new(limits.sandbox.clone());
+    let git_policy = GitHostPolicy::from_list(&args.git_allow_http_hosts).with_egress(args.build_egress_allow.clone());
+    let egress = builder::egress::Egress::this_program(git_policy.egress().clone())
+        .context("cannot find this program to run the builds' network bridge with")?;
+    let sandbox = Sandbox::new(limits.sandbox.clone()).with_egress(egress);
     let sandbox_unavailable = sandbox.probe().await.err().map(|e| e.to_string());
     let work_root = args
         .work_dir
@@ -51,7 +54,7 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         store,
         sandbox,
         sandbox_unavailable,
-        git: builder::git::Git::new(GitHostPolicy::from_list(&args.git_allow_http_hosts)),
+        git: builder::git::Git::new(git_policy),
         work_root,
         cache_root,
         limits,

@@ -56,7 +56,8 @@ pub async fn api_state(
         git: builder::git::Git::new(settings.git.clone()),
         build_timeout: settings.build.timeout,
         max_concurrent_builds: settings.build.max_concurrent,
-        login_limiter: api::ratelimit::LoginLimiter::default(),
+        login_limiter: api::ratelimit::LoginLimiter::new(&settings.accounts),
+        trusted_proxies: settings.accounts.trusted_proxies.clone(),
         build_tokens: platform::build_token::BuildTokens::new(&settings.secret_key),
     });
     api::scheduler::recover(&state).await;
@@ -67,10 +68,11 @@ pub async fn api_state(
 /// The webhook receiver and GitHub pages; the check-run outbox is worked from here.
 pub fn webhook_routes(settings: &Settings, github: &webhook::Github, bus: Arc<dyn LogBus>) -> axum::Router {
     tokio::spawn(webhook::checks::run(github.clone(), settings.sites.clone()));
-    webhook::router(webhook::deliveries::Deliveries {
-        github: github.clone(),
+    webhook::router(webhook::deliveries::Deliveries::new(
+        github.clone(),
         bus,
-    })
+        &settings.data_dir,
+    ))
 }
 
 /// The sites, kept current from the bus's notices, read through an in-memory cache.
@@ -104,7 +106,7 @@ pub async fn api(config: Config) -> anyhow::Result<()> {
     github.spawn_refresh(APP_REFRESH);
     let state = api_state(&settings, db, bus, store, executor, github).await?;
     println!("cloudrunr api listening on http://{bound}");
-    server::run(listener, api::router(state)).await
+    server::run(listener, api::router(state), &settings.connections).await
 }
 
 /// `cloudrunr webhook`: GitHub's deliveries and the App's pages; check runs go out from here.
@@ -117,7 +119,7 @@ pub async fn webhook(config: Config) -> anyhow::Result<()> {
     github.spawn_refresh(APP_REFRESH);
     let app = webhook_routes(&settings, &github, bus);
     println!("cloudrunr webhook listening on http://{bound}");
-    server::run(listener, app).await
+    server::run(listener, app, &settings.connections).await
 }
 
 /// `cloudrunr router`: serves the sites, for any Host under the sites domain.
@@ -130,14 +132,19 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
     let sites = sites(&settings, &db, store).await;
     sites.spawn_watcher(bus);
     let site_settings = Arc::new(settings.sites.clone());
-    let fast = router::wire::SiteConnections::new(sites.clone(), site_settings.clone(), &settings.data_dir);
+    let fast = router::wire::SiteConnections::new(
+        sites.clone(),
+        site_settings.clone(),
+        &settings.data_dir,
+        Arc::new(settings.connections.clone()),
+    );
     let app = axum::Router::new().fallback(serve_site).with_state(SiteFront {
         sites,
         settings: site_settings,
     });
     println!("cloudrunr router listening on http://{bound}");
     println!("  Sites: {}", settings.sites.url_for("<project>"));
-    server::run_with_sites(listener, app, fast).await
+    server::run_with_sites(listener, app, fast, &settings.connections).await
 }
 
 /// Cloned for every request (axum's `State`), so everything in it is behind an `Arc`.

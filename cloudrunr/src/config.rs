@@ -5,9 +5,14 @@ use bus::KafkaConfig;
 use clap::Args;
 use platform::GitHostPolicy;
 use platform::artifacts::ArtifactLocation;
+use platform::byte_size::ByteSize;
+use platform::connection_limits::ConnectionLimits;
+use platform::proxies::TrustedProxies;
+use platform::settings::AccountLimits;
+use platform::settings::BuildQuotas;
 use platform::settings::{
-    BuildLimits, EcsSettings, ExecutorSettings, GithubAppCredentials, GithubSettings, SandboxMode, Secret, Settings,
-    SitesSettings,
+    BuildLimits, EcsSettings, ExecutorSettings, GithubAppCredentials, GithubSettings, LogLimits, SandboxMode, Secret,
+    Settings, SitesSettings,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,10 @@ pub struct Config {
     /// Comma list of hosts that may be cloned over plain http:// (`host` or `host:port`).
     #[arg(long, env = "CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS", default_value = "")]
     pub git_allow_http_hosts: String,
+    /// Comma list of what builds and git may reach besides public addresses on ports 80 and
+    /// 443: IP addresses, CIDR networks, host names or *.suffix, each with an optional :port.
+    #[arg(long, env = "CLOUDRUNR_BUILD_EGRESS_ALLOW", default_value = "", value_parser = parse_egress)]
+    pub build_egress_allow: platform::egress::EgressPolicy,
     /// Secret that signs session tokens; generated and kept in the data dir when not given.
     #[arg(long, env = "CLOUDRUNR_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -53,6 +62,10 @@ pub struct Config {
     /// Most bytes one deployment may have.
     #[arg(long, env = "CLOUDRUNR_MAX_OUTPUT_BYTES", default_value_t = 1 << 30)]
     pub max_output_bytes: u64,
+    #[command(flatten)]
+    pub build_log: BuildLogArgs,
+    #[command(flatten)]
+    pub build_quotas: BuildQuotaArgs,
     /// The bubblewrap program builds run in.
     #[arg(long, env = "CLOUDRUNR_BWRAP", default_value = "bwrap")]
     pub bwrap: PathBuf,
@@ -91,6 +104,44 @@ pub struct Config {
     pub unsafe_no_sandbox: bool,
     #[command(flatten)]
     pub backends: BackendArgs,
+    #[command(flatten)]
+    pub accounts: AccountArgs,
+}
+
+/// Log-in throttling, trusted proxies and per-account build caps (see
+/// `platform::settings::AccountLimits`, which documents each one and its default).
+#[derive(Args, Debug)]
+pub struct AccountArgs {
+    /// Comma list of IP addresses and CIDR networks of reverse proxies whose X-Forwarded-For
+    /// names the client; empty trusts none.
+    #[arg(long, env = "CLOUDRUNR_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+    /// Failed log-ins of one account from one address before each further attempt must wait.
+    #[arg(long, env = "CLOUDRUNR_LOGIN_FREE_ATTEMPTS", default_value_t = AccountLimits::default().login_free_attempts)]
+    pub login_free_attempts: u32,
+    /// Failed log-ins from one address within an hour past which it gets no free attempts.
+    #[arg(long, env = "CLOUDRUNR_LOGIN_ADDRESS_CEILING", default_value_t = AccountLimits::default().login_address_ceiling)]
+    pub login_address_ceiling: u32,
+    /// Builds of one account running at once.
+    #[arg(long, env = "CLOUDRUNR_MAX_RUNNING_BUILDS_PER_ACCOUNT", default_value_t = AccountLimits::default().max_running_builds,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_running_builds_per_account: u32,
+    /// Deployments of one account waiting in the queue; past it, new ones are refused.
+    #[arg(long, env = "CLOUDRUNR_MAX_QUEUED_BUILDS_PER_ACCOUNT", default_value_t = AccountLimits::default().max_queued_builds,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queued_builds_per_account: u32,
+}
+
+impl AccountArgs {
+    pub fn limits(&self) -> anyhow::Result<AccountLimits> {
+        Ok(AccountLimits {
+            trusted_proxies: TrustedProxies::parse(&self.trusted_proxies).context("CLOUDRUNR_TRUSTED_PROXIES")?,
+            login_free_attempts: self.login_free_attempts,
+            login_address_ceiling: self.login_address_ceiling,
+            max_running_builds: self.max_running_builds_per_account,
+            max_queued_builds: self.max_queued_builds_per_account,
+        })
+    }
 }
 
 /// Which engine backs each interface, and how to reach it.
@@ -146,6 +197,79 @@ pub struct BackendArgs {
     /// Bytes of site content the router keeps in memory.
     #[arg(long, env = "CLOUDRUNR_ROUTER_CACHE_BYTES", default_value_t = 256 << 20)]
     pub router_cache_bytes: u64,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// The limits on HTTP connections (see `platform::connection_limits`, which documents each one
+/// and its default). Unset, each keeps [`ConnectionLimits::default`]'s value.
+#[derive(Args, Debug)]
+pub struct ConnectionArgs {
+    /// Connections open at once; at the cap, the one idle the longest is closed for a new one.
+    #[arg(long, env = "CLOUDRUNR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a request head may take to arrive, from its first byte.
+    #[arg(long, env = "CLOUDRUNR_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a connection with no request in flight stays open.
+    #[arg(long, env = "CLOUDRUNR_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a request body may go without a byte arriving.
+    #[arg(long, env = "CLOUDRUNR_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// The slowest a request body may arrive on average, bytes a second (0: no minimum).
+    #[arg(long, env = "CLOUDRUNR_MIN_BODY_RATE")]
+    pub min_body_rate: Option<u64>,
+    /// Seconds a response may wait for the client to take more of it.
+    #[arg(long, env = "CLOUDRUNR_SEND_TIMEOUT_SECS")]
+    pub send_timeout_secs: Option<u64>,
+    /// The largest request head, in bytes (at least 8192).
+    #[arg(long, env = "CLOUDRUNR_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Seconds between HTTP/2 pings, and how long an answer may take.
+    #[arg(long, env = "CLOUDRUNR_H2_KEEPALIVE_SECS")]
+    pub h2_keepalive_secs: Option<u64>,
+    /// Streams one HTTP/2 connection may have open at once.
+    #[arg(long, env = "CLOUDRUNR_H2_MAX_STREAMS")]
+    pub h2_max_streams: Option<u32>,
+}
+
+impl ConnectionArgs {
+    /// The limits, each given one in place of its default; zero durations and counts are refused.
+    pub fn limits(&self) -> anyhow::Result<ConnectionLimits> {
+        let d = ConnectionLimits::default();
+        let secs = |value: Option<u64>, default: Duration, name: &str| match value {
+            None => Ok(default),
+            Some(0) => anyhow::bail!("{name} must be at least 1"),
+            Some(n) => Ok(Duration::from_secs(n)),
+        };
+        let max_connections = match self.max_connections {
+            Some(0) => anyhow::bail!("CLOUDRUNR_MAX_CONNECTIONS must be at least 1"),
+            n => n.unwrap_or(d.max_connections),
+        };
+        let h2_max_streams = match self.h2_max_streams {
+            Some(0) => anyhow::bail!("CLOUDRUNR_H2_MAX_STREAMS must be at least 1"),
+            n => n.unwrap_or(d.h2_max_streams),
+        };
+        Ok(ConnectionLimits {
+            max_connections,
+            header_timeout: secs(
+                self.header_timeout_secs,
+                d.header_timeout,
+                "CLOUDRUNR_HEADER_TIMEOUT_SECS",
+            )?,
+            idle_timeout: secs(self.idle_timeout_secs, d.idle_timeout, "CLOUDRUNR_IDLE_TIMEOUT_SECS")?,
+            body_timeout: secs(self.body_timeout_secs, d.body_timeout, "CLOUDRUNR_BODY_TIMEOUT_SECS")?,
+            min_body_rate: self.min_body_rate.unwrap_or(d.min_body_rate),
+            send_timeout: secs(self.send_timeout_secs, d.send_timeout, "CLOUDRUNR_SEND_TIMEOUT_SECS")?,
+            max_header_bytes: self
+                .max_header_bytes
+                .unwrap_or(d.max_header_bytes)
+                .max(ConnectionLimits::MIN_HEADER_BYTES),
+            h2_keepalive: secs(self.h2_keepalive_secs, d.h2_keepalive, "CLOUDRUNR_H2_KEEPALIVE_SECS")?,
+            h2_max_streams,
+        })
+    }
 }
 
 fn comma_list(raw: &str) -> Vec<String> {
@@ -187,12 +311,55 @@ pub struct BuildArgs {
     pub max_output_files: u64,
     #[arg(long, env = "CLOUDRUNR_MAX_OUTPUT_BYTES", default_value_t = 1 << 30)]
     pub max_output_bytes: u64,
+    #[command(flatten)]
+    pub build_log: BuildLogArgs,
+    #[command(flatten)]
+    pub build_quotas: BuildQuotaArgs,
     #[arg(long, env = "CLOUDRUNR_BWRAP", default_value = "bwrap")]
     pub bwrap: PathBuf,
     #[arg(long, env = "CLOUDRUNR_UNSAFE_NO_SANDBOX", value_parser = clap::builder::BoolishValueParser::new())]
     pub unsafe_no_sandbox: bool,
     #[arg(long, env = "CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS", default_value = "")]
     pub git_allow_http_hosts: String,
+    /// Comma list of what builds and git may reach besides public addresses on ports 80 and
+    /// 443: IP addresses, CIDR networks, host names or *.suffix, each with an optional :port.
+    #[arg(long, env = "CLOUDRUNR_BUILD_EGRESS_ALLOW", default_value = "", value_parser = parse_egress)]
+    pub build_egress_allow: platform::egress::EgressPolicy,
+}
+
+/// How much log one build may write, and how fast (the same flags for the platform and for
+/// `cloudrunr build`, which gets them from the platform through [`build_env`]).
+#[derive(Args, Debug, Clone)]
+pub struct BuildLogArgs {
+    /// Most bytes of log one deployment keeps; the rest of its output is dropped after a
+    /// "log truncated" line, and the build goes on.
+    #[arg(long, env = "CLOUDRUNR_BUILD_LOG_MAX_BYTES", default_value_t = LogLimits::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(LogLimits::MIN_BYTES..))]
+    pub build_log_max_bytes: u64,
+    /// Most log lines one deployment keeps.
+    #[arg(long, env = "CLOUDRUNR_BUILD_LOG_MAX_LINES", default_value_t = LogLimits::DEFAULT_MAX_LINES,
+          value_parser = clap::value_parser!(u64).range(LogLimits::MIN_LINES..))]
+    pub build_log_max_lines: u64,
+    /// Bytes of output per second one build's log is read at (beyond a one-second burst); a
+    /// faster build waits on its own pipe.
+    #[arg(long, env = "CLOUDRUNR_BUILD_LOG_BYTES_PER_SEC", default_value_t = LogLimits::DEFAULT_BYTES_PER_SEC,
+          value_parser = clap::value_parser!(u64).range(LogLimits::MIN_BYTES_PER_SEC..))]
+    pub build_log_bytes_per_sec: u64,
+    /// Lines of output per second one build's log is read at (beyond a one-second burst).
+    #[arg(long, env = "CLOUDRUNR_BUILD_LOG_LINES_PER_SEC", default_value_t = LogLimits::DEFAULT_LINES_PER_SEC,
+          value_parser = clap::value_parser!(u64).range(LogLimits::MIN_LINES_PER_SEC..))]
+    pub build_log_lines_per_sec: u64,
+}
+
+impl BuildLogArgs {
+    pub fn limits(&self) -> LogLimits {
+        LogLimits::new(
+            self.build_log_max_bytes,
+            self.build_log_max_lines,
+            self.build_log_bytes_per_sec,
+            self.build_log_lines_per_sec,
+        )
+    }
 }
 
 impl BuildArgs {
@@ -203,6 +370,43 @@ impl BuildArgs {
             max_concurrent: 1,
             max_output_files: self.max_output_files,
             max_output_bytes: self.max_output_bytes,
+            log: self.build_log.limits(),
+            quotas: self.build_quotas.quotas(),
+        }
+    }
+}
+
+/// What one build may use of the machine (see `platform::settings::BuildQuotas`; the same flags
+/// for the platform and for `cloudrunr build`, which gets them through [`build_env`]).
+#[derive(Args, Debug, Clone)]
+pub struct BuildQuotaArgs {
+    /// Processes and threads one build may run at once; past it the build is stopped.
+    #[arg(long, env = "CLOUDRUNR_BUILD_PIDS_MAX", default_value_t = BuildQuotas::DEFAULT_PIDS_MAX,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub build_pids_max: u64,
+    /// Memory one build may use (page cache and /tmp included), e.g. 2GiB; past it the build is
+    /// stopped.
+    #[arg(long, env = "CLOUDRUNR_BUILD_MEMORY_MAX", default_value_t = BuildQuotas::DEFAULT_MEMORY_MAX)]
+    pub build_memory_max: ByteSize,
+    /// The size of a build's /tmp (a tmpfs, in memory), e.g. 1GiB.
+    #[arg(long, env = "CLOUDRUNR_BUILD_TMP_MAX", default_value_t = BuildQuotas::DEFAULT_TMP_MAX)]
+    pub build_tmp_max: ByteSize,
+    /// Disk one build's checkout may take, with everything it writes there, e.g. 4GiB.
+    #[arg(long, env = "CLOUDRUNR_BUILD_WORKSPACE_MAX", default_value_t = BuildQuotas::DEFAULT_WORKSPACE_MAX)]
+    pub build_workspace_max: ByteSize,
+    /// Disk a project's dependency cache may take, e.g. 2GiB; a cache past it is emptied.
+    #[arg(long, env = "CLOUDRUNR_BUILD_CACHE_MAX", default_value_t = BuildQuotas::DEFAULT_CACHE_MAX)]
+    pub build_cache_max: ByteSize,
+}
+
+impl BuildQuotaArgs {
+    pub fn quotas(&self) -> BuildQuotas {
+        BuildQuotas {
+            pids_max: self.build_pids_max,
+            memory_max: self.build_memory_max,
+            tmp_max: self.build_tmp_max,
+            workspace_max: self.build_workspace_max,
+            cache_max: self.build_cache_max,
         }
     }
 }
@@ -219,6 +423,43 @@ pub fn build_env(settings: &Settings) -> Vec<(String, String)> {
             settings.build.max_output_bytes.to_string(),
         ),
         ("CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS".to_owned(), settings.git.to_list()),
+        (platform::egress::ALLOW_VAR.to_owned(), settings.git.egress().to_list()),
+        (
+            "CLOUDRUNR_BUILD_LOG_MAX_BYTES".to_owned(),
+            settings.build.log.max_bytes().to_string(),
+        ),
+        (
+            "CLOUDRUNR_BUILD_LOG_MAX_LINES".to_owned(),
+            settings.build.log.max_lines().to_string(),
+        ),
+        (
+            "CLOUDRUNR_BUILD_LOG_BYTES_PER_SEC".to_owned(),
+            settings.build.log.bytes_per_sec().to_string(),
+        ),
+        (
+            "CLOUDRUNR_BUILD_LOG_LINES_PER_SEC".to_owned(),
+            settings.build.log.lines_per_sec().to_string(),
+        ),
+        (
+            "CLOUDRUNR_BUILD_PIDS_MAX".to_owned(),
+            settings.build.quotas.pids_max.to_string(),
+        ),
+        (
+            "CLOUDRUNR_BUILD_MEMORY_MAX".to_owned(),
+            settings.build.quotas.memory_max.bytes().to_string(),
+        ),
+        (
+            "CLOUDRUNR_BUILD_TMP_MAX".to_owned(),
+            settings.build.quotas.tmp_max.bytes().to_string(),
+        ),
+        (
+            "CLOUDRUNR_BUILD_WORKSPACE_MAX".to_owned(),
+            settings.build.quotas.workspace_max.bytes().to_string(),
+        ),
+        (
+            "CLOUDRUNR_BUILD_CACHE_MAX".to_owned(),
+            settings.build.quotas.cache_max.bytes().to_string(),
+        ),
     ];
     if let Some(endpoint) = &settings.s3.endpoint {
         env.push(("CLOUDRUNR_S3_ENDPOINT".to_owned(), endpoint.clone()));
@@ -232,6 +473,10 @@ fn sandbox_mode(unsafe_no_sandbox: bool, bwrap: &Path) -> SandboxMode {
     } else {
         SandboxMode::Bubblewrap(bwrap.to_owned())
     }
+}
+
+fn parse_egress(raw: &str) -> Result<platform::egress::EgressPolicy, String> {
+    platform::egress::EgressPolicy::parse(raw).map_err(|e| e.to_string())
 }
 
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -348,7 +593,7 @@ impl Config {
                 scheme: self.sites_scheme,
                 port: self.sites_port.or(default_port),
             },
-            git: GitHostPolicy::from_list(&self.git_allow_http_hosts),
+            git: GitHostPolicy::from_list(&self.git_allow_http_hosts).with_egress(self.build_egress_allow),
             jwt_secret,
             database_url: Secret::new(database_url),
             build: BuildLimits {
@@ -357,6 +602,8 @@ impl Config {
                 max_concurrent: self.max_concurrent_builds.max(1),
                 max_output_files: self.max_output_files,
                 max_output_bytes: self.max_output_bytes,
+                log: self.build_log.limits(),
+                quotas: self.build_quotas.quotas(),
             },
             artifacts,
             s3: S3Options {
@@ -368,6 +615,8 @@ impl Config {
             api_url,
             log_retention: b.log_retention,
             router_cache_bytes: b.router_cache_bytes,
+            accounts: self.accounts.limits()?,
+            connections: b.connections.limits()?,
         })
     }
 }
@@ -462,6 +711,64 @@ mod tests {
         assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86_400));
         assert!(parse_duration("5w").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn builds_away_from_the_platform_get_its_log_limits() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            config: Config,
+        }
+        #[derive(clap::Parser)]
+        struct Build {
+            #[command(flatten)]
+            args: BuildArgs,
+        }
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let serve = |extra: &[&str]| {
+            let mut argv = vec!["cloudrunr", "--data-dir", data];
+            argv.extend(extra);
+            Serve::try_parse_from(argv)
+        };
+        let config = serve(&[
+            "--build-log-max-bytes",
+            "123456",
+            "--build-log-max-lines",
+            "789",
+            "--build-log-bytes-per-sec",
+            "65536",
+            "--build-log-lines-per-sec",
+            "321",
+        ])
+        .unwrap()
+        .config;
+        let settings = config.settings("127.0.0.1:8080".parse().unwrap()).unwrap();
+        assert_eq!(settings.build.log, LogLimits::new(123_456, 789, 65_536, 321));
+        // The variables a platform hands its builds, as `cloudrunr build` reads them.
+        let mut argv: Vec<String> = [
+            "cloudrunr",
+            "--api-url=http://127.0.0.1:1",
+            "--deployment-id=d",
+            "--build-token=t",
+            "--artifact-store=file:///tmp",
+        ]
+        .map(String::from)
+        .into();
+        for (k, v) in build_env(&settings) {
+            if let Some(name) = k.strip_prefix("CLOUDRUNR_BUILD_LOG_") {
+                argv.push(format!("--build-log-{}={v}", name.to_lowercase().replace('_', "-")));
+            }
+        }
+        assert_eq!(argv.len(), 9, "{argv:?}");
+        let build = Build::try_parse_from(argv).unwrap();
+        assert_eq!(build.args.limits().log, settings.build.log);
+        // Too small a cap leaves no room for the notice: refused, naming the minimum.
+        let err = serve(&["--build-log-max-bytes", "100"]).err().unwrap().to_string();
+        assert!(err.contains("4096"), "{err}");
+        assert_eq!(serve(&[]).unwrap().config.build_log.limits(), LogLimits::default());
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod backends;
 mod build;
 mod components;
 mod config;
+mod connections;
 mod serve;
 mod server;
 
@@ -43,6 +44,17 @@ enum Command {
     /// variants go to SCRATCH and their list to stdout (run by the builder, not by hand).
     #[command(name = "compress-variants", hide = true)]
     CompressVariants { scratch: std::path::PathBuf },
+    /// Inside a build's sandbox: forwards connections to LISTEN to the build's egress proxy at
+    /// SOCKET while COMMAND runs, and exits with its status (run by the builder, not by hand).
+    #[command(name = "egress-bridge", hide = true)]
+    EgressBridge {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        socket: std::path::PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -67,6 +79,13 @@ fn main() -> anyhow::Result<ExitCode> {
             Command::CompressVariants { scratch } => {
                 builder::compress::helper(&scratch, std::io::stdin().lock(), std::io::stdout().lock())
                     .context("cannot make the variants")
+            }
+            Command::EgressBridge {
+                listen,
+                socket,
+                command,
+            } => {
+                return Ok(builder::egress::bridge::run(listen, socket, &command).await);
             }
         }
         .map(|()| ExitCode::SUCCESS)

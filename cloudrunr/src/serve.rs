@@ -45,7 +45,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let hooks = components::webhook_routes(&settings, &github, bus.clone());
     let state = components::api_state(&settings, db, bus, store, executor, github).await?;
     let site_settings = Arc::new(settings.sites.clone());
-    let fast = router::wire::SiteConnections::new(sites.clone(), site_settings.clone(), &settings.data_dir);
+    let fast = router::wire::SiteConnections::new(
+        sites.clone(),
+        site_settings.clone(),
+        &settings.data_dir,
+        Arc::new(settings.connections.clone()),
+    );
     let front = Front {
         api: api::router(state).merge(hooks),
         sites,
@@ -57,7 +62,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     println!("  API:   http://{bound}/api   (OpenAPI: http://{bound}/api/openapi.json)");
     println!("  Sites: {}", settings.sites.url_for("<project>"));
     println!("  Data:  {}", settings.data_dir.display());
-    server::run_with_sites(listener, app, fast).await
+    server::run_with_sites(listener, app, fast, &settings.connections).await
 }
 
 /// Keeps the embedded router's table current, before the change is reported done.

@@ -16,10 +16,59 @@ const NUMBER_ATTEMPTS: u32 = 20;
 /// States of a deployment whose build is still going (or waiting to go).
 const ACTIVE_STATES: &str = "('queued','cloning','installing','building','uploading')";
 
+/// What to do with a deployment whose account already has as many waiting as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OverCap {
+    /// Create nothing: [`DbError::QueueFull`] (the caller can tell someone).
+    Refuse,
+    /// Record it as failed with the reason (no one is waiting for an answer, e.g. a webhook).
+    RecordFailed,
+}
+
 impl Database {
-    /// Queues a deployment. For a project linked to GitHub, its check run is queued too, in the
-    /// same transaction.
+    /// Queues a deployment for a caller that no one waits on (a webhook): past the account's
+    /// queue cap it is recorded as failed, with the reason, rather than lost. For a project
+    /// linked to GitHub, its check run is queued too, in the same transaction.
     pub async fn create_deployment(&self, new: NewDeployment) -> Result<Deployment> {
+        self.create_deployment_or(new, OverCap::RecordFailed).await
+    }
+
+    /// Queues a deployment for someone waiting on the answer: past the account's queue cap,
+    /// nothing is created and the error is [`DbError::QueueFull`].
+    pub async fn queue_deployment(&self, new: NewDeployment) -> Result<Deployment> {
+        self.create_deployment_or(new, OverCap::Refuse).await
+    }
+
+    /// Deployments of the project's owner waiting in the queue (not yet dispatched).
+    pub async fn queued_of_owner(&self, project: &ProjectId) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM deployments d JOIN projects p ON p.id = d.project_id \
+             WHERE p.owner_id = (SELECT owner_id FROM projects WHERE id = $1) \
+               AND d.state = 'queued' AND d.dispatched_at IS NULL",
+        )
+        .bind(project.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+    }
+
+    async fn create_deployment_or(&self, new: NewDeployment, over_cap: OverCap) -> Result<Deployment> {
+        // Counted apart from the insert: deployments created at the same moment may each see
+        // room for one more, so the cap can be passed by as many as are created at once.
+        let full = match self.build_caps.queued {
+            Some(limit) => {
+                let queued = self.queued_of_owner(&new.project).await?;
+                (queued >= u64::from(limit)).then_some(DbError::QueueFull { queued, limit })
+            }
+            None => None,
+        };
+        let refusal = match (full, over_cap) {
+            (Some(full), OverCap::Refuse) => return Err(full),
+            (Some(full), OverCap::RecordFailed) => Some(format!(
+                "not built: {full}; deploy again once some of them have started"
+            )),
+            (None, _) => None,
+        };
         let id = DeploymentId::generate();
         // The number is one more than the project's highest. Two deployments created at once on
         // PostgreSQL can both read the same highest number: the second insert then violates
@@ -27,7 +76,7 @@ impl Database {
         // insert holds the write lock, so the first attempt succeeds.)
         let mut attempt = 1;
         loop {
-            match self.insert_deployment(&id, &new).await {
+            match self.insert_deployment(&id, &new, refusal.as_deref()).await {
                 Err(e) if is_unique_violation(&e) && attempt < NUMBER_ATTEMPTS => {
                     attempt += 1;
                     let jitter = getrandom::u32().unwrap_or(0) % 10;
@@ -41,15 +90,20 @@ impl Database {
             .ok_or_else(|| DbError::Corrupt("deployment vanished".into()))
     }
 
-    async fn insert_deployment(&self, id: &DeploymentId, new: &NewDeployment) -> Result<()> {
+    /// Inserts the deployment: queued, or failed with `refusal` as its error.
+    async fn insert_deployment(&self, id: &DeploymentId, new: &NewDeployment, refusal: Option<&str>) -> Result<()> {
         let now = Timestamp::now().millis();
+        let state = match refusal {
+            Some(_) => DeploymentState::Failed,
+            None => DeploymentState::Queued,
+        };
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO deployments (id, project_id, number, state, target, branch, commit_sha, commit_message, \
-             commit_author, trigger, created_at) \
-             SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), COALESCE(MAX(number), 0) + 1, 'queued', CAST($3 AS TEXT), \
-             CAST($4 AS TEXT), CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS TEXT), CAST($8 AS TEXT), \
-             CAST($9 AS BIGINT) \
+             commit_author, trigger, created_at, error, finished_at) \
+             SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), COALESCE(MAX(number), 0) + 1, CAST($10 AS TEXT), \
+             CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS TEXT), \
+             CAST($8 AS TEXT), CAST($9 AS BIGINT), CAST($11 AS TEXT), CAST($12 AS BIGINT) \
              FROM deployments WHERE project_id = $2",
         )
         .bind(id.as_str())
@@ -61,6 +115,9 @@ impl Database {
         .bind(new.commit_author.as_deref())
         .bind(new.trigger.as_str())
         .bind(now)
+        .bind(state.as_str())
+        .bind(refusal)
+        .bind(refusal.map(|_| now))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -73,6 +130,10 @@ impl Database {
         .bind(new.project.as_str())
         .execute(&mut *tx)
         .await?;
+        if refusal.is_some() {
+            // The check run reports the refusal too, as a completed (failed) run.
+            enqueue_check_update(&mut tx, id, "completed", now).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -119,7 +180,9 @@ impl Database {
 
     /// Marks up to `limit` queued deployments dispatched and returns them: per project the oldest
     /// queued one, and only for projects with no build running (one build at a time per project),
-    /// even when several schedulers (API processes) claim at once.
+    /// even when several schedulers (API processes) claim at once. Accounts take turns: each claim
+    /// serves the account whose latest build was dispatched longest ago, skipping accounts that
+    /// have as many builds running as [`crate::BuildCaps::running`] allows.
     pub async fn claim_queued(&self, limit: u64) -> Result<Vec<Deployment>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -131,14 +194,14 @@ impl Database {
             // holds a lock from its read until its claims are committed.
             Backend::Postgres => {
                 let mut tx = self.begin_locked(LOCK_CLAIM_QUEUED).await?;
-                let ids = claim_on(&mut tx, limit).await?;
+                let ids = claim_on(&mut tx, limit, self.build_caps.running).await?;
                 tx.commit().await?;
                 ids
             }
             // One writer at a time, and every UPDATE below re-checks the project in the same
             // statement. (No transaction: a deferred one that reads first cannot always upgrade
             // to writing under WAL when another connection wrote meanwhile.)
-            Backend::Sqlite => claim_on(&mut *self.pool.acquire().await?, limit).await?,
+            Backend::Sqlite => claim_on(&mut *self.pool.acquire().await?, limit, self.build_caps.running).await?,
         };
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
@@ -328,35 +391,65 @@ async fn enqueue_check_update(
     Ok(())
 }
 
-/// Claims queued deployments on `conn` (see [`Database::claim_queued`]); returns their ids.
-async fn claim_on(conn: &mut AnyConnection, limit: u64) -> Result<Vec<DeploymentId>> {
-    let rows = sqlx::query(&format!(
-        "SELECT d.id FROM deployments d \
+/// Builds of the owner of the project `{project}` (an SQL expression) that are dispatched and not
+/// finished.
+fn owner_running(project: &str) -> String {
+    format!(
+        "(SELECT COUNT(*) FROM deployments r JOIN projects rp ON rp.id = r.project_id \
+          WHERE rp.owner_id = (SELECT owner_id FROM projects WHERE id = {project}) \
+            AND r.dispatched_at IS NOT NULL AND r.state IN {ACTIVE_STATES})"
+    )
+}
+
+/// Claims queued deployments on `conn` (see [`Database::claim_queued`]); returns their ids. One
+/// at a time, so that each choice sees the account that the previous one served as served.
+async fn claim_on(conn: &mut AnyConnection, limit: u64, running_cap: Option<u32>) -> Result<Vec<DeploymentId>> {
+    let cap = i64::from(running_cap.unwrap_or(u32::MAX));
+    let pick = format!(
+        "SELECT d.id, p.owner_id FROM deployments d JOIN projects p ON p.id = d.project_id \
+         JOIN users u ON u.id = p.owner_id \
          WHERE d.state = 'queued' AND d.dispatched_at IS NULL \
            AND NOT EXISTS (SELECT 1 FROM deployments r WHERE r.project_id = d.project_id \
                            AND r.dispatched_at IS NOT NULL AND r.state IN {ACTIVE_STATES}) \
            AND d.number = (SELECT MIN(q.number) FROM deployments q WHERE q.project_id = d.project_id \
                            AND q.state = 'queued' AND q.dispatched_at IS NULL) \
-         ORDER BY d.created_at LIMIT $1"
-    ))
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(&mut *conn)
-    .await?;
+           AND {} < $1 \
+         ORDER BY COALESCE(u.last_dispatch_at, 0), d.created_at, d.id LIMIT 1",
+        owner_running("d.project_id")
+    );
+    // Still queued, still nothing running for its project, and its account still has room.
+    let take = format!(
+        "UPDATE deployments SET dispatched_at = $2 \
+         WHERE id = $1 AND dispatched_at IS NULL AND state = 'queued' \
+           AND NOT EXISTS (SELECT 1 FROM deployments r WHERE r.project_id = deployments.project_id \
+                           AND r.dispatched_at IS NOT NULL AND r.state IN {ACTIVE_STATES}) \
+           AND {} < $3",
+        owner_running("deployments.project_id")
+    );
     let mut claimed = Vec::new();
-    for r in rows {
-        let id = parse_id(r.try_get("id")?, DeploymentId::parse)?;
-        // Still queued, and still nothing running for its project.
-        let done = sqlx::query(&format!(
-            "UPDATE deployments SET dispatched_at = $2 \
-             WHERE id = $1 AND dispatched_at IS NULL AND state = 'queued' \
-               AND NOT EXISTS (SELECT 1 FROM deployments r WHERE r.project_id = deployments.project_id \
-                               AND r.dispatched_at IS NOT NULL AND r.state IN {ACTIVE_STATES})"
-        ))
-        .bind(id.as_str())
-        .bind(Timestamp::now().millis())
-        .execute(&mut *conn)
-        .await?;
+    // A pick another scheduler takes first is picked again from what is left; bounded, so that a
+    // busy neighbour cannot keep this loop going.
+    let mut tries = limit.saturating_add(16);
+    while (claimed.len() as u64) < limit && tries > 0 {
+        tries -= 1;
+        let Some(row) = sqlx::query(&pick).bind(cap).fetch_optional(&mut *conn).await? else {
+            break;
+        };
+        let id = parse_id(row.try_get("id")?, DeploymentId::parse)?;
+        let owner: String = row.try_get("owner_id")?;
+        let now = Timestamp::now().millis();
+        let done = sqlx::query(&take)
+            .bind(id.as_str())
+            .bind(now)
+            .bind(cap)
+            .execute(&mut *conn)
+            .await?;
         if done.rows_affected() == 1 {
+            sqlx::query("UPDATE users SET last_dispatch_at = $2 WHERE id = $1")
+                .bind(&owner)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
             claimed.push(id);
         }
     }

@@ -391,6 +391,38 @@ impl Database {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Remembers that delivery `delivery_id` carried the body whose signature is `signature`, and
+    /// says which delivery carried that body first since `since`: this one (`None`), or another
+    /// (`Some(its id)`: this is a replay of it). Bodies seen before `since` are forgotten first.
+    /// A redelivery under the same id is not a replay (see [`Database::record_delivery`]).
+    pub async fn remember_webhook_body(
+        &self,
+        signature: &str,
+        delivery_id: &str,
+        now: Timestamp,
+        since: Timestamp,
+    ) -> Result<Option<String>> {
+        sqlx::query("DELETE FROM webhook_replays WHERE seen_at < $1")
+            .bind(since.millis())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO webhook_replays (signature, delivery_id, seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (signature) DO NOTHING",
+        )
+        .bind(signature)
+        .bind(delivery_id)
+        .bind(now.millis())
+        .execute(&self.pool)
+        .await?;
+        let first: String = sqlx::query("SELECT delivery_id FROM webhook_replays WHERE signature = $1")
+            .bind(signature)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("delivery_id")?;
+        Ok((first != delivery_id).then_some(first))
+    }
+
     pub async fn set_delivery_outcome(&self, id: &str, outcome: &str, detail: &str) -> Result<()> {
         sqlx::query("UPDATE webhook_deliveries SET outcome = $2, detail = $3 WHERE id = $1")
             .bind(id)

@@ -27,6 +27,9 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// The account already has as many deployments waiting as it may (see [`BuildCaps`]).
+    #[error("the account already has as many deployments waiting to build as it may ({queued} of at most {limit})")]
+    QueueFull { queued: u64, limit: u32 },
 }
 
 type Result<T, E = DbError> = std::result::Result<T, E>;
@@ -74,6 +77,17 @@ pub struct DbOptions {
     /// The connection pool's size; `None` for the backend's default (8 for SQLite, 16 for
     /// PostgreSQL).
     pub max_connections: Option<u32>,
+    /// How many builds one account may have running and waiting.
+    pub build_caps: BuildCaps,
+}
+
+/// Per-account build caps: the scheduler starts at most `running` builds of one account at once,
+/// and at most `queued` deployments of one account wait. `None` is no cap (the default, which
+/// the library's own tests rely on; the binary passes its settings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildCaps {
+    pub running: Option<u32>,
+    pub queued: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,17 +95,20 @@ pub struct Database {
     pool: AnyPool,
     backend: Backend,
     log_storage: LogStorage,
+    build_caps: BuildCaps,
 }
 
 mod deployments;
 mod executions;
 mod github;
+mod logins;
 mod logs;
 mod projects;
 mod timescale;
 mod users;
 pub use deployments::NewDeployment;
 pub use github::{CheckUpdate, Delivery, InstallationRecord, RepositoryRecord, StoredApp};
+pub use logins::LoginAttempt;
 pub use projects::{NewProject, ProjectUpdate, Route};
 pub use users::TokenRecord;
 
@@ -166,6 +183,7 @@ impl Database {
             pool,
             backend,
             log_storage,
+            build_caps: options.build_caps,
         })
     }
 
@@ -223,5 +241,7 @@ fn conflict(e: sqlx::Error, what: &'static str) -> DbError {
     }
 }
 
+#[cfg(test)]
+mod accounts_tests;
 #[cfg(test)]
 mod tests;

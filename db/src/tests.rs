@@ -398,6 +398,48 @@ async fn log_lines_are_idempotent_and_ordered() {
 }
 
 #[tokio::test]
+async fn log_lines_of_several_deployments_go_in_bulk() {
+    for (_dir, db) in databases().await {
+        let ann = user(&db, "ann@example.com").await;
+        let p = project(&db, &ann, "site").await;
+        let (a, b) = (deploy(&db, &p).await, deploy(&db, &p).await);
+        let ghost = DeploymentId::generate();
+        let line = |id: &DeploymentId, seq: u64| {
+            (
+                id.clone(),
+                LogLine {
+                    seq,
+                    ts: Timestamp::from_millis(1_700_000_000_000 + seq as i64),
+                    stream: LogStream::Stderr,
+                    text: format!("{seq} it's \"quoted\" — ünïcode"),
+                },
+            )
+        };
+        // Runs longer than one statement, interleaved, with a ghost and a duplicate in between.
+        let mut batch: Vec<_> = (1..=450).map(|s| line(&a.id, s)).collect();
+        batch.extend((1..=3).map(|s| line(&ghost, s)));
+        batch.extend((1..=250).map(|s| line(&b.id, s)));
+        batch.push(line(&a.id, 451));
+        batch.push(line(&a.id, 451));
+        db.insert_log_lines(&batch).await.unwrap();
+        let stored = db.log_lines(&a.id, 0, 1000).await.unwrap();
+        assert_eq!(stored.len(), 451);
+        assert_eq!(stored[449], line(&a.id, 450).1);
+        assert_eq!(db.log_lines(&b.id, 0, 1000).await.unwrap().len(), 250);
+        assert_eq!(db.last_log_seq(&ghost).await.unwrap(), 0);
+        // Keyset pages see every line once.
+        let (mut after, mut seen) = (0, 0);
+        loop {
+            let page = db.log_lines(&a.id, after, 100).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            seen += page.len();
+        }
+        assert_eq!(seen, 451);
+    }
+}
+
+#[tokio::test]
 async fn interrupted_builds_are_requeued() {
     for (_dir, db) in databases().await {
         let ann = user(&db, "ann@example.com").await;
@@ -506,6 +548,53 @@ async fn deliveries_are_recorded_once() {
         db.set_delivery_outcome(&d.id, "deployed", "site#1").await.unwrap();
         let listed = db.deliveries(10).await.unwrap();
         assert_eq!((listed.len(), listed[0].outcome.as_str()), (1, "deployed"));
+    }
+}
+
+#[tokio::test]
+async fn a_body_delivered_again_under_another_id_is_a_replay() {
+    for (_dir, db) in databases().await {
+        let day = 86_400_000;
+        let (t0, t1) = (
+            Timestamp::from_millis(10 * day),
+            Timestamp::from_millis(10 * day + 1000),
+        );
+        let since = |t: Timestamp| Timestamp::from_millis(t.millis() - day);
+        assert_eq!(
+            db.remember_webhook_body("aa", "d-1", t0, since(t0)).await.unwrap(),
+            None
+        );
+        // GitHub's redelivery keeps its id: not a replay (the delivery record decides).
+        assert_eq!(
+            db.remember_webhook_body("aa", "d-1", t1, since(t1)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            db.remember_webhook_body("aa", "d-2", t1, since(t1))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("d-1")
+        );
+        assert_eq!(
+            db.remember_webhook_body("bb", "d-3", t1, since(t1)).await.unwrap(),
+            None
+        );
+        // A day later the first body is forgotten (pruned), and may come again.
+        let later = Timestamp::from_millis(t0.millis() + day + 1);
+        assert_eq!(
+            db.remember_webhook_body("aa", "d-4", later, since(later))
+                .await
+                .unwrap(),
+            None
+        );
+        let left: i64 = sqlx::query("SELECT COUNT(*) AS n FROM webhook_replays")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(left, 2, "bb (seen within the day) and the new aa");
     }
 }
 

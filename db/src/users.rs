@@ -137,6 +137,79 @@ impl Database {
     }
 }
 
+/// Sessions: a session token names its row by the SHA-256 of its id (`id_hash`), so the table
+/// alone opens no session.
+impl Database {
+    /// Records a new session of `user`, valid until `expires_at` (Unix milliseconds), and forgets
+    /// sessions that have expired.
+    pub async fn create_session(&self, id_hash: &str, user: &UserId, expires_at: i64) -> Result<()> {
+        let now = Timestamp::now().millis();
+        sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(id_hash)
+            .bind(user.as_str())
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The user of a live session of `user` with this id hash; `None` once it is revoked or expired.
+    pub async fn session_user(&self, id_hash: &str, user: &UserId) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, u.email, u.is_admin, u.github_login, u.created_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = $1 AND s.user_id = $2 AND s.expires_at > $3",
+        )
+        .bind(id_hash)
+        .bind(user.as_str())
+        .bind(Timestamp::now().millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    /// Ends one session (log-out); `false` if it was not live.
+    pub async fn delete_session(&self, id_hash: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets the user's password hash and ends every session of theirs, in one transaction: a
+    /// session opened with the old password does not outlive it. Personal API tokens stay; they
+    /// are revoked one by one.
+    pub async fn change_password(&self, user: &UserId, password_hash: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+            .bind(user.as_str())
+            .bind(password_hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The user's password hash.
+    pub async fn password_hash(&self, user: &UserId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("password_hash")).transpose()?)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
     pub id: TokenId,

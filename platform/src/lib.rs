@@ -9,12 +9,16 @@
 pub mod artifacts;
 pub mod build_token;
 pub mod bus;
+pub mod byte_size;
+pub mod connection_limits;
 pub mod crypto;
+pub mod egress;
 pub mod executor;
 pub mod framework;
 pub mod ids;
 pub mod model;
 pub mod names;
+pub mod proxies;
 pub mod settings;
 pub mod site_rules;
 pub mod time;

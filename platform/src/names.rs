@@ -215,6 +215,9 @@ pub enum GitUrlError {
     NoPath,
     #[error("plain http:// is not allowed for host {0:?} (see CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS)")]
     PlainHttpNotAllowed(String),
+    /// The URL names an address (not a host name) that the server may not connect to.
+    #[error("the git URL points at an address the server does not fetch from: {0}")]
+    Forbidden(String),
 }
 
 impl GitUrl {
@@ -268,6 +271,35 @@ impl GitUrl {
             .unwrap_or_default()
     }
 
+    /// Where git connects for this URL: the host and the port (the scheme's default when the
+    /// URL has none).
+    pub fn endpoint(&self) -> GitEndpoint {
+        let url = url::Url::parse(&self.0).expect("a GitUrl is a valid URL");
+        let port = url.port_or_known_default().unwrap_or(443);
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => GitEndpoint {
+                host: ip.to_string(),
+                ip: Some(ip.into()),
+                port,
+            },
+            Some(url::Host::Ipv6(ip)) => GitEndpoint {
+                host: ip.to_string(),
+                ip: Some(ip.into()),
+                port,
+            },
+            Some(url::Host::Domain(name)) => GitEndpoint {
+                host: name.to_ascii_lowercase(),
+                ip: None,
+                port,
+            },
+            None => GitEndpoint {
+                host: String::new(),
+                ip: None,
+                port,
+            },
+        }
+    }
+
     fn host_port(&self) -> String {
         url::Url::parse(&self.0)
             .ok()
@@ -280,10 +312,22 @@ impl GitUrl {
     }
 }
 
-/// Which hosts may be fetched over plain `http://` (local git servers, tests).
+/// The host and port a [`GitUrl`] connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitEndpoint {
+    /// Lowercase; an IPv6 address without brackets.
+    pub host: String,
+    /// Set when the URL names an address rather than a host name.
+    pub ip: Option<std::net::IpAddr>,
+    pub port: u16,
+}
+
+/// Which hosts may be fetched over plain `http://` (local git servers, tests), and which
+/// addresses git may connect to at all (the builds' [`EgressPolicy`](crate::egress::EgressPolicy)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GitHostPolicy {
     allow_http_hosts: Vec<String>,
+    egress: crate::egress::EgressPolicy,
 }
 
 impl GitHostPolicy {
@@ -295,7 +339,19 @@ impl GitHostPolicy {
                 .map(|h| h.trim().to_ascii_lowercase())
                 .filter(|h| !h.is_empty())
                 .collect(),
+            egress: crate::egress::EgressPolicy::default(),
         }
+    }
+
+    /// This policy, connecting git only where `egress` allows.
+    pub fn with_egress(mut self, egress: crate::egress::EgressPolicy) -> Self {
+        self.egress = egress;
+        self
+    }
+
+    /// Where git (and builds) may connect.
+    pub fn egress(&self) -> &crate::egress::EgressPolicy {
+        &self.egress
     }
 
     /// The comma list [`GitHostPolicy::from_list`] reads back.
@@ -303,7 +359,17 @@ impl GitHostPolicy {
         self.allow_http_hosts.join(",")
     }
 
+    /// Refuses plain `http://` to hosts not listed, and URLs whose host is an address git may
+    /// not connect to. A host name is only resolved, and checked, when git is about to connect
+    /// (its addresses may change in between).
     pub fn check(&self, url: &GitUrl) -> Result<(), GitUrlError> {
+        let endpoint = url.endpoint();
+        if let Some(ip) = endpoint.ip {
+            let addr = std::net::SocketAddr::new(ip, endpoint.port);
+            if let crate::egress::Decision::Deny(why) = self.egress.decide(&endpoint.host, addr) {
+                return Err(GitUrlError::Forbidden(why.to_string()));
+            }
+        }
         if !url.is_plain_http() {
             return Ok(());
         }
@@ -611,8 +677,83 @@ mod tests {
     }
 
     #[test]
+    fn git_endpoints() {
+        let e = |u: &str| GitUrl::parse(u).unwrap().endpoint();
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(
+            e("https://GitHub.com/a/b"),
+            GitEndpoint {
+                host: "github.com".into(),
+                ip: None,
+                port: 443
+            }
+        );
+        assert_eq!(e("http://git.internal/a").port, 80);
+        assert_eq!(e("https://git.internal:8443/a").port, 8443);
+        // The URL parser reads every spelling of an address as that address.
+        for (raw, want) in [
+            ("https://127.0.0.1:9/a", "127.0.0.1"),
+            ("https://0x7f.1/a", "127.0.0.1"),
+            ("https://2130706433/a", "127.0.0.1"),
+            ("https://0177.0.0.1/a", "127.0.0.1"),
+            ("https://[::1]/a", "::1"),
+            ("https://[::ffff:169.254.169.254]/a", "::ffff:169.254.169.254"),
+        ] {
+            assert_eq!(e(raw).ip, ip(want), "{raw}");
+            assert_eq!(e(raw).host, want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn addresses_builds_may_not_reach_are_refused() {
+        let policy = GitHostPolicy::default();
+        for raw in [
+            "https://127.0.0.1:9418/r.git",
+            "https://0x7f.1/r.git",
+            "https://[::1]/r.git",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::ffff:a9fe:a9fe]/r",
+            "https://10.0.0.1/r.git",
+            "https://192.168.1.1/r.git",
+            "https://[fd00:ec2::254]/r",
+            "https://8.8.8.8:22/r.git",
+        ] {
+            let err = policy.check(&GitUrl::parse(raw).unwrap()).unwrap_err();
+            assert!(matches!(err, GitUrlError::Forbidden(_)), "{raw}: {err}");
+        }
+        let err = policy
+            .check(&GitUrl::parse("https://169.254.169.254/r").unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the git URL points at an address the server does not fetch from: 169.254.169.254 is a link-local \
+             address (where cloud instance and task metadata services answer)"
+        );
+        // Names are checked when git connects; public addresses pass.
+        for raw in [
+            "https://localhost:9/r.git",
+            "https://github.com/a/b",
+            "https://8.8.8.8/r.git",
+        ] {
+            assert!(policy.check(&GitUrl::parse(raw).unwrap()).is_ok(), "{raw}");
+        }
+        let allowed = policy.with_egress(crate::egress::EgressPolicy::parse("127.0.0.1:9418").unwrap());
+        assert!(
+            allowed
+                .check(&GitUrl::parse("https://127.0.0.1:9418/r.git").unwrap())
+                .is_ok()
+        );
+        assert!(
+            allowed
+                .check(&GitUrl::parse("https://127.0.0.1:9419/r.git").unwrap())
+                .is_err()
+        );
+    }
+
+    #[test]
     fn http_allow_list() {
-        let policy = GitHostPolicy::from_list("127.0.0.1, git.internal:8080");
+        let policy = GitHostPolicy::from_list("127.0.0.1, git.internal:8080")
+            .with_egress(crate::egress::EgressPolicy::parse("127.0.0.1").unwrap());
         let ok = |u: &str| policy.check(&GitUrl::parse(u).unwrap());
         assert!(ok("http://127.0.0.1:9/r.git").is_ok());
         assert!(ok("http://git.internal:8080/r.git").is_ok());

@@ -4,6 +4,7 @@
 //! what it needs from here. Secrets are wrapped in [`Secret`] so that `Debug` never prints them.
 
 use crate::GitHostPolicy;
+use crate::byte_size::ByteSize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,40 @@ pub struct Settings {
     pub log_retention: Option<Duration>,
     /// Bytes of artifact content the router keeps in memory.
     pub router_cache_bytes: u64,
+    /// Timeouts and caps on every HTTP connection (see [`crate::connection_limits`]).
+    pub connections: crate::connection_limits::ConnectionLimits,
+    /// Log-in throttling, the proxies trusted to name clients, and per-account build caps.
+    pub accounts: AccountLimits,
+}
+
+/// What keeps one account or one client from taking more than its share: log-in throttling,
+/// whose client addresses come through the trusted proxies, and build caps per account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// Peers whose `X-Forwarded-For` names the client (`CLOUDRUNR_TRUSTED_PROXIES`).
+    pub trusted_proxies: crate::proxies::TrustedProxies,
+    /// Failed log-ins of one account from one address before each further attempt must wait
+    /// (2, 4, 8 … seconds, at most 15 minutes).
+    pub login_free_attempts: u32,
+    /// Failed log-ins from one address within an hour (over all accounts) past which that
+    /// address gets no free attempts on any further account.
+    pub login_address_ceiling: u32,
+    /// Builds of one account running at once.
+    pub max_running_builds: u32,
+    /// Deployments of one account waiting in the queue; past it, new ones are refused.
+    pub max_queued_builds: u32,
+}
+
+impl Default for AccountLimits {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: crate::proxies::TrustedProxies::default(),
+            login_free_attempts: 10,
+            login_address_ceiling: 100,
+            max_running_builds: 2,
+            max_queued_builds: 20,
+        }
+    }
 }
 
 /// How to reach the bucket beyond the standard AWS configuration chain.
@@ -243,6 +278,10 @@ pub struct BuildLimits {
     pub max_concurrent: usize,
     pub max_output_files: u64,
     pub max_output_bytes: u64,
+    /// How much log one build may write, and how fast.
+    pub log: LogLimits,
+    /// Processes, memory and disk one build may use.
+    pub quotas: BuildQuotas,
 }
 
 impl Default for BuildLimits {
@@ -253,7 +292,111 @@ impl Default for BuildLimits {
             max_concurrent: 2,
             max_output_files: 20_000,
             max_output_bytes: 1 << 30,
+            log: LogLimits::default(),
+            quotas: BuildQuotas::default(),
         }
+    }
+}
+
+/// What one build may use of the machine, enforced by `builder::quota`: a build past a limit
+/// is stopped (or, for `/tmp`, fails once it is full) with a message naming the limit's
+/// variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildQuotas {
+    /// Processes and threads at once (`CLOUDRUNR_BUILD_PIDS_MAX`, cgroup `pids.max`).
+    pub pids_max: u64,
+    /// Memory, page cache and `/tmp` included (`CLOUDRUNR_BUILD_MEMORY_MAX`, cgroup memory
+    /// limit, no swap).
+    pub memory_max: ByteSize,
+    /// The size of the sandbox's `/tmp` tmpfs (`CLOUDRUNR_BUILD_TMP_MAX`).
+    pub tmp_max: ByteSize,
+    /// Disk used by the checkout and everything the build writes into it
+    /// (`CLOUDRUNR_BUILD_WORKSPACE_MAX`).
+    pub workspace_max: ByteSize,
+    /// Disk used by the project's dependency cache, kept between builds
+    /// (`CLOUDRUNR_BUILD_CACHE_MAX`).
+    pub cache_max: ByteSize,
+}
+
+impl BuildQuotas {
+    pub const DEFAULT_PIDS_MAX: u64 = 1024;
+    pub const DEFAULT_MEMORY_MAX: ByteSize = ByteSize::gib(2);
+    pub const DEFAULT_TMP_MAX: ByteSize = ByteSize::gib(1);
+    pub const DEFAULT_WORKSPACE_MAX: ByteSize = ByteSize::gib(4);
+    pub const DEFAULT_CACHE_MAX: ByteSize = ByteSize::gib(2);
+}
+
+impl Default for BuildQuotas {
+    fn default() -> Self {
+        Self {
+            pids_max: Self::DEFAULT_PIDS_MAX,
+            memory_max: Self::DEFAULT_MEMORY_MAX,
+            tmp_max: Self::DEFAULT_TMP_MAX,
+            workspace_max: Self::DEFAULT_WORKSPACE_MAX,
+            cache_max: Self::DEFAULT_CACHE_MAX,
+        }
+    }
+}
+
+/// Per-deployment bounds on a build's log, enforced by the builder where lines are produced.
+///
+/// `max_bytes`/`max_lines` cap what one deployment stores (all attempts of it together are not
+/// tracked: each attempt starts afresh); `bytes_per_sec`/`lines_per_sec` pace how fast one
+/// build's output is read, so that a flooding build slows itself rather than the shared log
+/// pipeline. Values below the minimums are raised to them: the cap must leave room for the
+/// platform's own lines and the truncation notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    max_bytes: u64,
+    max_lines: u64,
+    bytes_per_sec: u64,
+    lines_per_sec: u64,
+}
+
+impl LogLimits {
+    pub const MIN_BYTES: u64 = 4096;
+    pub const MIN_LINES: u64 = 20;
+    pub const MIN_BYTES_PER_SEC: u64 = 1024;
+    pub const MIN_LINES_PER_SEC: u64 = 10;
+    pub const DEFAULT_MAX_BYTES: u64 = 50 * 1000 * 1000;
+    pub const DEFAULT_MAX_LINES: u64 = 500_000;
+    pub const DEFAULT_BYTES_PER_SEC: u64 = 4 << 20;
+    pub const DEFAULT_LINES_PER_SEC: u64 = 20_000;
+
+    pub fn new(max_bytes: u64, max_lines: u64, bytes_per_sec: u64, lines_per_sec: u64) -> Self {
+        Self {
+            max_bytes: max_bytes.max(Self::MIN_BYTES),
+            max_lines: max_lines.max(Self::MIN_LINES),
+            bytes_per_sec: bytes_per_sec.max(Self::MIN_BYTES_PER_SEC),
+            lines_per_sec: lines_per_sec.max(Self::MIN_LINES_PER_SEC),
+        }
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    pub fn max_lines(&self) -> u64 {
+        self.max_lines
+    }
+
+    pub fn bytes_per_sec(&self) -> u64 {
+        self.bytes_per_sec
+    }
+
+    pub fn lines_per_sec(&self) -> u64 {
+        self.lines_per_sec
+    }
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self::new(
+            Self::DEFAULT_MAX_BYTES,
+            Self::DEFAULT_MAX_LINES,
+            Self::DEFAULT_BYTES_PER_SEC,
+            Self::DEFAULT_LINES_PER_SEC,
+        )
     }
 }
 
@@ -293,6 +436,23 @@ mod tests {
             port: None,
         };
         assert_eq!(s.url_for("app"), "https://app.example.com/");
+    }
+
+    #[test]
+    fn log_limits_keep_their_minimums() {
+        let l = LogLimits::new(0, 1, 2, 3);
+        assert_eq!(
+            (l.max_bytes(), l.max_lines(), l.bytes_per_sec(), l.lines_per_sec()),
+            (
+                LogLimits::MIN_BYTES,
+                LogLimits::MIN_LINES,
+                LogLimits::MIN_BYTES_PER_SEC,
+                LogLimits::MIN_LINES_PER_SEC
+            )
+        );
+        let d = LogLimits::default();
+        assert_eq!((d.max_bytes(), d.max_lines()), (50_000_000, 500_000));
+        assert_eq!(BuildLimits::default().log, d);
     }
 
     #[test]

@@ -216,17 +216,21 @@ impl Platform {
         panic!("deployment {id} did not finish; server log:\n{}", self.server_log());
     }
 
-    /// All log lines of a deployment, as text.
+    /// All log lines of a deployment stored so far, as text, read page by page as a client does.
     pub async fn log_text(&self, token: &str, id: &str) -> String {
-        let (status, resp) = self.get(&format!("/api/deployments/{id}/logs?limit=5000"), token).await;
-        assert_eq!(status, StatusCode::OK, "{resp}");
-        resp["lines"]
-            .as_array()
-            .expect("lines")
-            .iter()
-            .map(|l| l["text"].as_str().unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut text: Vec<String> = Vec::new();
+        let mut after = 0;
+        loop {
+            let path = format!("/api/deployments/{id}/logs?limit=5000&after={after}");
+            let (status, resp) = self.get(&path, token).await;
+            assert_eq!(status, StatusCode::OK, "{resp}");
+            let lines = resp["lines"].as_array().expect("lines");
+            let Some(last) = lines.last() else {
+                return text.join("\n");
+            };
+            after = last["seq"].as_u64().expect("seq");
+            text.extend(lines.iter().map(|l| l["text"].as_str().unwrap_or_default().to_owned()));
+        }
     }
 
     /// GET on a site: the request goes to the platform's port with `Host: <label>.localhost`.
@@ -299,7 +303,7 @@ fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, String) {
 }
 
 /// Starts `cloudrunr <args>` with only the given `CLOUDRUNR_*` variables (and plain http:// git
-/// from loopback allowed), its stderr appended to `log`; waits for the stdout line starting with
+/// from loopback, and connections to it, allowed), its stderr appended to `log`; waits for the stdout line starting with
 /// `ready` and returns the rest of that line.
 pub(crate) fn spawn_component(args: &[&str], log: &Path, env: &[(String, String)], ready: &str) -> (Child, String) {
     let log_file = std::fs::OpenOptions::new()
@@ -316,6 +320,8 @@ pub(crate) fn spawn_component(args: &[&str], log: &Path, env: &[(String, String)
         cmd.env_remove(k);
     }
     cmd.env("CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS", "127.0.0.1");
+    // The test git servers listen on loopback, which builds and git may not reach by default.
+    cmd.env("CLOUDRUNR_BUILD_EGRESS_ALLOW", "127.0.0.1");
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = cmd.spawn().expect("start cloudrunr");
     let stdout = child.stdout.take().expect("stdout");

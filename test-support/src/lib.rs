@@ -15,10 +15,12 @@ pub mod browser;
 pub mod cluster;
 pub mod git_server;
 pub mod github;
+pub mod memory;
 
 mod app;
 mod client;
 mod harness;
+mod restart;
 mod sse;
 
 pub use app::{DeploymentBuilder, SiteFile, TestApp};

@@ -1,33 +1,70 @@
 //! `POST /webhooks/github`: verify, record, act.
 //!
-//! The signature is checked before anything of the body is read. Every delivery is recorded by
-//! its `X-GitHub-Delivery` id, so a redelivery finds its record and changes nothing. Acting on an
-//! event only touches the database (a deployment is queued, never built here), so GitHub gets
-//! its answer at once.
+//! The signature is checked as the body streams in, before anything of it is parsed; until it is,
+//! the body is an attacker's, so it is bounded in size (GitHub's 25 MB), in memory ([`IN_MEMORY`],
+//! the rest on disk), in time (GitHub's own 10 s delivery timeout) and in number
+//! ([`MAX_UNVERIFIED`] read at once). Every delivery is
+//! recorded by its `X-GitHub-Delivery` id, so a redelivery finds its record and changes nothing;
+//! a body seen under another delivery id within [`REPLAY_WINDOW`] is a replay, recorded and not
+//! acted on. Acting on an event only touches the database (a deployment is queued, never built
+//! here), so GitHub gets its answer at once.
 
 use crate::connection::Github;
 use crate::events::{
     self, CheckRunEvent, Event, InstallationEvent, InstallationRepositoriesEvent, PullRequestEvent, Push, RepoRef,
     Repository,
 };
-use crate::signature;
+use crate::signature::{self, PayloadTooLarge, Verifier};
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, HttpBody};
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header as http_header};
 use axum::response::{IntoResponse, Response};
 use db::{Database, DbError, Delivery, NewDeployment, RepositoryRecord};
 use platform::bus::{LogBus, Notice};
-use platform::model::{DeploymentTarget, DeploymentTrigger, Project};
+use platform::model::{Deployment, DeploymentState, DeploymentTarget, DeploymentTrigger, Project};
 use platform::{BranchName, CommitSha, DeploymentId, Timestamp};
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Bodies read at once before their signature is known good. Each holds at most [`IN_MEMORY`] of
+/// memory (the rest of its 25 MB in an unnamed file), so unauthenticated senders can make the
+/// server hold at most 8 MB, and 200 MB of disk for as long as they keep sending.
+pub const MAX_UNVERIFIED: usize = 8;
+/// How long a delivery waits for its turn to be read when [`MAX_UNVERIFIED`] are being read; then
+/// it is answered 503 with `Retry-After`. A short wait absorbs GitHub's bursts (a push to many
+/// branches) without letting queued senders hold connections: the wait and the read together stay
+/// within GitHub's 10 s.
+pub const UNVERIFIED_WAIT: Duration = Duration::from_secs(3);
+/// The longest a body may take to arrive: GitHub gives up on a delivery after 10 s, so a body
+/// still coming after that is no delivery of GitHub's.
+pub const BODY_TIME: Duration = Duration::from_secs(10);
+/// How long a body is remembered: the same body under another delivery id within it is a replay.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone)]
 pub struct Deliveries {
     pub github: Github,
     pub bus: Arc<dyn LogBus>,
+    /// Places for bodies being read before their signature is checked.
+    unverified: Arc<Semaphore>,
+    /// Where bodies past [`IN_MEMORY`] are kept while they are read (unnamed files).
+    spill_dir: Arc<std::path::Path>,
+}
+
+impl Deliveries {
+    /// `spill_dir`: a directory on disk for bodies too long to hold in memory unverified; the
+    /// data directory does.
+    pub fn new(github: Github, bus: Arc<dyn LogBus>, spill_dir: &std::path::Path) -> Self {
+        Self {
+            github,
+            bus,
+            unverified: Arc::new(Semaphore::new(MAX_UNVERIFIED)),
+            spill_dir: spill_dir.into(),
+        }
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -55,18 +92,123 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-pub async fn receive(State(d): State<Deliveries>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
+/// Why a body could not be read whole.
+enum Unread {
+    TooLarge,
+    TimedOut,
+    Failed(String),
+    /// The spill file could not be written.
+    Spill,
+}
+
+impl Unread {
+    fn response(self) -> Response {
+        match self {
+            Unread::TooLarge => error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                "webhook payloads are at most 25 MB",
-            );
+                PayloadTooLarge.to_string(),
+            ),
+            Unread::TimedOut => error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the delivery's body stalled or did not arrive in time",
+            ),
+            Unread::Failed(why) => error(StatusCode::BAD_REQUEST, "invalid_body", why),
+            Unread::Spill => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the delivery could not be received",
+            ),
         }
-        Err(e) => return error(e.status(), "invalid_body", e.body_text()),
-    };
+    }
+}
+
+/// Whether an error reading a body is its time running out (the connection's body timeout).
+fn is_timeout(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// A body being read before its signature is checked: in memory up to [`IN_MEMORY`], then in an
+/// unnamed file in the spill directory — so an unverified body never holds more than that much
+/// of the server's memory, whatever it claims to be, and nothing of it stays once it is dropped.
+enum Held {
+    Memory(Vec<u8>),
+    File(tokio::fs::File),
+}
+
+/// The most of one unverified body kept in memory. GitHub's payloads are mostly a few KB; a push
+/// of many commits can reach a few hundred.
+pub const IN_MEMORY: usize = 1 << 20;
+
+impl Held {
+    async fn push(&mut self, data: &[u8], spill_dir: &std::path::Path) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if let Held::Memory(buf) = self {
+            if buf.len() + data.len() <= IN_MEMORY {
+                buf.extend_from_slice(data);
+                return Ok(());
+            }
+            let dir = spill_dir.to_owned();
+            let file = tokio::task::spawn_blocking(move || tempfile::tempfile_in(dir))
+                .await
+                .map_err(std::io::Error::other)??;
+            let mut file = tokio::fs::File::from_std(file);
+            file.write_all(buf).await?;
+            *self = Held::File(file);
+        }
+        match self {
+            Held::File(file) => file.write_all(data).await,
+            Held::Memory(_) => Ok(()),
+        }
+    }
+
+    /// The whole body, once it is known genuine.
+    async fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+        match self {
+            Held::Memory(buf) => Ok(buf),
+            Held::File(mut file) => {
+                file.flush().await?;
+                file.rewind().await?;
+                let mut buf = Vec::new();
+                file.read_to_end(&mut buf).await?;
+                Ok(buf)
+            }
+        }
+    }
+}
+
+/// Reads `body` whole into the signature check as it comes, holding it as [`Held`] says, and stops
+/// at the chunk past the cap.
+async fn read_signed(mut body: Body, verifier: &mut Verifier, spill_dir: &std::path::Path) -> Result<Held, Unread> {
+    let mut held = Held::Memory(Vec::new());
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| match is_timeout(&e) {
+            true => Unread::TimedOut,
+            false => Unread::Failed(format!("cannot read the body: {e}")),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            verifier.update(&data).map_err(|PayloadTooLarge| Unread::TooLarge)?;
+            held.push(&data, spill_dir).await.map_err(|e| {
+                tracing::error!("cannot keep a webhook body being received: {e}");
+                Unread::Spill
+            })?;
+        }
+    }
+    Ok(held)
+}
+
+pub async fn receive(State(d): State<Deliveries>, headers: HeaderMap, body: Body) -> Response {
     let Some(app) = d.github.app() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -74,16 +216,16 @@ pub async fn receive(State(d): State<Deliveries>, headers: HeaderMap, body: Resu
             "no GitHub App is connected",
         );
     };
-    // Nothing of the body is looked at before this.
-    let verified = signature::verify(
+    // What needs no body is judged before any of it is read.
+    let verifier = Verifier::new(
         app.webhook_secret().expose().as_bytes(),
-        &body,
         header(&headers, "x-hub-signature-256"),
         headers.contains_key("x-hub-signature"),
     );
-    if let Err(e) = verified {
-        return error(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string());
-    }
+    let mut verifier = match verifier {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()),
+    };
     let token_ok = |s: &&str| {
         !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     };
@@ -101,6 +243,41 @@ pub async fn receive(State(d): State<Deliveries>, headers: HeaderMap, body: Resu
             "the X-GitHub-Event header is missing or malformed",
         );
     };
+    let declared = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > signature::MAX_PAYLOAD_BYTES as u64) {
+        return Unread::TooLarge.response();
+    }
+    let permit = match tokio::time::timeout(UNVERIFIED_WAIT, d.unverified.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            let mut busy = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many deliveries are being received; try again shortly",
+            );
+            busy.headers_mut()
+                .insert(http_header::RETRY_AFTER, HeaderValue::from_static("10"));
+            return busy;
+        }
+    };
+    let held = match tokio::time::timeout(BODY_TIME, read_signed(body, &mut verifier, &d.spill_dir)).await {
+        Ok(Ok(held)) => held,
+        Ok(Err(unread)) => return unread.response(),
+        Err(_) => return Unread::TimedOut.response(),
+    };
+    let signature = match verifier.finish() {
+        Ok(signature) => signature,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()),
+    };
+    drop(permit);
+    // Genuine from here on: one contiguous body for the parser.
+    let body = match held.into_bytes().await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!("cannot read back a webhook body: {e}");
+            return Unread::Spill.response();
+        }
+    };
     let db = d.github.db();
     let mut record = Delivery {
         id: delivery_id.to_owned(),
@@ -112,6 +289,21 @@ pub async fn receive(State(d): State<Deliveries>, headers: HeaderMap, body: Resu
         detail: String::new(),
         received_at: Timestamp::now(),
     };
+    let now = Timestamp::now();
+    let window = i64::try_from(REPLAY_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    let since = Timestamp::from_millis(now.millis().saturating_sub(window));
+    match db.remember_webhook_body(&signature, delivery_id, now, since).await {
+        Ok(None) => {}
+        Ok(Some(first)) => return replay(db, record, &first).await,
+        Err(e) => {
+            tracing::error!("cannot check a webhook delivery for a replay: {e}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the delivery could not be recorded",
+            );
+        }
+    }
     let event = match events::parse(event_name, &body) {
         Ok(e) => e,
         Err(e) => {
@@ -158,6 +350,21 @@ pub async fn receive(State(d): State<Deliveries>, headers: HeaderMap, body: Resu
         tracing::error!(delivery = delivery_id, "cannot record a delivery's outcome: {e}");
     }
     (status, Json(json!({ "outcome": out.kind, "detail": out.detail }))).into_response()
+}
+
+/// A body delivered before under another delivery id (`first`): recorded, and not acted on.
+async fn replay(db: &Database, mut record: Delivery, first: &str) -> Response {
+    let detail = format!(
+        "the same body came as delivery {first} within the last {} hours: a replay; nothing was done",
+        REPLAY_WINDOW.as_secs() / 3600
+    );
+    tracing::warn!(delivery = record.id, first, "a webhook delivery replays an earlier one");
+    record.outcome = "replay".into();
+    record.detail = detail.clone();
+    if let Err(e) = db.record_delivery(&record).await {
+        tracing::error!("cannot record a webhook delivery: {e}");
+    }
+    (StatusCode::OK, Json(json!({ "outcome": "replay", "detail": detail }))).into_response()
 }
 
 /// The action, repository and installation a delivery is about, for its record.
@@ -354,13 +561,16 @@ async fn deploy_linked(d: &Deliveries, w: Wanted<'_>) -> Result<Outcome, DbError
                 trigger: w.trigger,
             })
             .await?;
-        done.push(format!(
-            "{}: {} deployment {} of {}",
-            project.slug,
-            target,
-            deployment.id,
-            commit.short()
-        ));
+        done.push(match refused(&deployment) {
+            Some(why) => format!("{}: {} of {} {why}", project.slug, deployment.id, commit.short()),
+            None => format!(
+                "{}: {} deployment {} of {}",
+                project.slug,
+                target,
+                deployment.id,
+                commit.short()
+            ),
+        });
     }
     if let Err(e) = d.bus.notify(Notice::WorkAvailable).await {
         tracing::warn!("cannot wake the scheduler: {e}");
@@ -489,8 +699,22 @@ async fn check_run(d: &Deliveries, e: CheckRunEvent) -> Result<Outcome, DbError>
     if let Err(e) = d.bus.notify(Notice::WorkAvailable).await {
         tracing::warn!("cannot wake the scheduler: {e}");
     }
-    Ok(outcome(
-        "deployed",
-        format!("{}: redeploying as {}", earlier.project_slug, deployment.id),
-    ))
+    Ok(match refused(&deployment) {
+        Some(why) => outcome("refused", format!("{}: {} {why}", earlier.project_slug, deployment.id)),
+        None => outcome(
+            "deployed",
+            format!("{}: redeploying as {}", earlier.project_slug, deployment.id),
+        ),
+    })
+}
+
+/// Why a deployment just created for a delivery was recorded failed instead of queued (its
+/// account's queue was full), so that the answer does not claim a build that will not run.
+fn refused(deployment: &Deployment) -> Option<String> {
+    (deployment.state == DeploymentState::Failed).then(|| {
+        format!(
+            "was recorded failed: {}",
+            deployment.error.as_deref().unwrap_or("not built")
+        )
+    })
 }

@@ -20,7 +20,6 @@ pub mod signature;
 pub use connection::Github;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 /// The routes GitHub (and browsers coming back from it) call.
@@ -31,10 +30,9 @@ pub fn router(deliveries: deliveries::Deliveries) -> Router {
         .route("/github/setup", get(pages::setup))
         .with_state(deliveries.github.clone());
     Router::new()
-        .route(
-            "/webhooks/github",
-            post(deliveries::receive).layer(DefaultBodyLimit::max(signature::MAX_PAYLOAD_BYTES)),
-        )
+        // The handler reads the body stream itself, verifying as it goes and refusing past
+        // `signature::MAX_PAYLOAD_BYTES`.
+        .route("/webhooks/github", post(deliveries::receive))
         .with_state(deliveries)
         .merge(pages)
 }

@@ -49,38 +49,79 @@ pub enum SignatureError {
 /// Checks `X-Hub-Signature-256: sha256=<hex>` (HMAC-SHA256 of the raw body with the webhook secret),
 /// in constant time (hmac's verify_slice). `sha256_header` is the header value if present, `has_sha1`
 /// whether an `X-Hub-Signature` (sha1) header was present (so a request signed only with SHA-1 is
-/// reported as Sha1Only, not Missing). Never parses the body.
-///
-/// The header must be exactly `sha256=` and 64 hex digits (either case: GitHub sends lowercase, but the
-/// digits denote the same bytes); anything else is [`SignatureError::Malformed`] rather than a mismatch,
-/// so that a proxy mangling the header is distinguishable from a wrong secret. Only the comparison with
-/// the expected tag needs to be constant-time: parsing the header reveals nothing about the secret.
-///
-/// An empty `secret` never verifies (always [`SignatureError::Mismatch`]): an HMAC keyed with the empty
-/// string can be computed by anyone, so accepting it would let a misconfigured server trust forged
-/// deliveries. Configuration should refuse an empty secret up front; this is the fail-closed backstop.
+/// reported as Sha1Only, not Missing). Never parses the body. The whole body at once: see
+/// [`Verifier`] for one that streams in.
 pub fn verify(secret: &[u8], body: &[u8], sha256_header: Option<&str>, has_sha1: bool) -> Result<(), SignatureError> {
-    let Some(header) = sha256_header else {
-        return Err(if has_sha1 {
-            SignatureError::Sha1Only
-        } else {
-            SignatureError::Missing
-        });
-    };
-    let digits = header.strip_prefix(SHA256_PREFIX).ok_or(SignatureError::Malformed)?;
-    // Checking the length first keeps decoding to a fixed-size buffer and rejects a truncated tag as
-    // malformed instead of letting it reach the comparison.
-    if digits.len() != 2 * TAG_LEN {
-        return Err(SignatureError::Malformed);
-    }
-    let mut tag = [0u8; TAG_LEN];
-    hex::decode_to_slice(digits, &mut tag).map_err(|_| SignatureError::Malformed)?;
+    let mut verifier = Verifier::new(secret, sha256_header, has_sha1)?;
+    verifier.update(body).map_err(|_| SignatureError::Mismatch)?;
+    verifier.finish().map(drop)
+}
 
-    if secret.is_empty() {
-        return Err(SignatureError::Mismatch);
+/// A delivery's signature, checked as its body comes in: the header is checked before any of the
+/// body is read, each chunk goes into the HMAC as it arrives, and a body past
+/// [`MAX_PAYLOAD_BYTES`] is refused at the chunk that crosses it.
+///
+/// [`Verifier::new`] rejects what needs no body to reject: a missing, SHA-1-only or malformed
+/// header (see [`SignatureError`]) — the header must be exactly `sha256=` and 64 hex digits (either
+/// case: GitHub sends lowercase, but the digits denote the same bytes); anything else is
+/// [`SignatureError::Malformed`] rather than a mismatch, so that a proxy mangling the header is
+/// distinguishable from a wrong secret — and an empty `secret`, which never verifies
+/// ([`SignatureError::Mismatch`]): an HMAC keyed with the empty string can be computed by anyone,
+/// so accepting it would let a misconfigured server trust forged deliveries. Configuration should
+/// refuse an empty secret up front; this is the fail-closed backstop. Only the final comparison
+/// with the expected tag needs to be constant-time: parsing the header reveals nothing about the
+/// secret.
+pub struct Verifier {
+    mac: HmacSha256,
+    tag: [u8; TAG_LEN],
+    len: usize,
+}
+
+/// A body past GitHub's [`MAX_PAYLOAD_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("webhook payloads are at most 25 MB")]
+pub struct PayloadTooLarge;
+
+impl Verifier {
+    pub fn new(secret: &[u8], sha256_header: Option<&str>, has_sha1: bool) -> Result<Self, SignatureError> {
+        let Some(header) = sha256_header else {
+            return Err(if has_sha1 {
+                SignatureError::Sha1Only
+            } else {
+                SignatureError::Missing
+            });
+        };
+        let digits = header.strip_prefix(SHA256_PREFIX).ok_or(SignatureError::Malformed)?;
+        // Checking the length first keeps decoding to a fixed-size buffer and rejects a truncated
+        // tag as malformed instead of letting it reach the comparison.
+        if digits.len() != 2 * TAG_LEN {
+            return Err(SignatureError::Malformed);
+        }
+        let mut tag = [0u8; TAG_LEN];
+        hex::decode_to_slice(digits, &mut tag).map_err(|_| SignatureError::Malformed)?;
+        if secret.is_empty() {
+            return Err(SignatureError::Mismatch);
+        }
+        let mac = keyed(secret, b"").ok_or(SignatureError::Mismatch)?;
+        Ok(Self { mac, tag, len: 0 })
     }
-    let mac = keyed(secret, body).ok_or(SignatureError::Mismatch)?;
-    mac.verify_slice(&tag).map_err(|_| SignatureError::Mismatch)
+
+    /// Takes the next chunk of the body.
+    pub fn update(&mut self, chunk: &[u8]) -> Result<(), PayloadTooLarge> {
+        self.len = self.len.saturating_add(chunk.len());
+        if self.len > MAX_PAYLOAD_BYTES {
+            return Err(PayloadTooLarge);
+        }
+        self.mac.update(chunk);
+        Ok(())
+    }
+
+    /// Whether the body, now complete, is the one signed; its signature (lowercase hex) if so,
+    /// which names this body among deliveries (one signature per body under one secret).
+    pub fn finish(self) -> Result<String, SignatureError> {
+        self.mac.verify_slice(&self.tag).map_err(|_| SignatureError::Mismatch)?;
+        Ok(hex::encode(self.tag))
+    }
 }
 
 /// The header value GitHub would send for `body` (for tests and tools).
@@ -241,6 +282,42 @@ mod tests {
                 "header {header:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_body_verified_in_chunks_is_the_same_as_whole() {
+        let mut v = Verifier::new(SECRET, Some(GITHUB_EXAMPLE), false).unwrap();
+        for chunk in BODY.chunks(3) {
+            v.update(chunk).unwrap();
+        }
+        assert_eq!(v.finish().unwrap(), &GITHUB_EXAMPLE["sha256=".len()..]);
+        let mut v = Verifier::new(SECRET, Some(GITHUB_EXAMPLE), false).unwrap();
+        v.update(&BODY[..5]).unwrap();
+        assert_eq!(v.finish(), Err(SignatureError::Mismatch), "a body cut short");
+    }
+
+    #[test]
+    fn the_header_is_judged_before_any_body() {
+        assert_eq!(Verifier::new(SECRET, None, false).err(), Some(SignatureError::Missing));
+        assert_eq!(Verifier::new(SECRET, None, true).err(), Some(SignatureError::Sha1Only));
+        assert_eq!(
+            Verifier::new(SECRET, Some("sha256=zz"), false).err(),
+            Some(SignatureError::Malformed)
+        );
+        assert_eq!(
+            Verifier::new(b"", Some(GITHUB_EXAMPLE), false).err(),
+            Some(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_body_past_githubs_cap_is_refused_at_the_chunk_that_crosses_it() {
+        let mut v = Verifier::new(SECRET, Some(GITHUB_EXAMPLE), false).unwrap();
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..25 {
+            v.update(&chunk).unwrap();
+        }
+        assert_eq!(v.update(b"x"), Err(PayloadTooLarge));
     }
 
     #[test]

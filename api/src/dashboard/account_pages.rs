@@ -4,9 +4,10 @@ use super::session::Session;
 use super::text::when;
 use super::{Flash, Nav, PostedForm, api_error_page, error_page, render, see_other};
 use crate::AppState;
+use crate::extract::ClientAddr;
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use platform::TokenId;
 use serde::Deserialize;
@@ -98,6 +99,31 @@ pub(crate) async fn create_token(State(state): State<AppState>, PostedForm { ses
         // Shown on this page, once: it is not stored anywhere it could be read back from.
         Ok((_, token)) => settings_page(&state, &session, None, Some(token)).await,
         Err(e) => settings_page(&state, &session, Flash::error(e.message()), None).await,
+    }
+}
+
+/// Changes the password after checking the current one (throttled like a log-in): every session
+/// of the user ends, this browser gets a new one.
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    PostedForm { session, form }: PostedForm,
+) -> Response {
+    let current = form.get("current_password").unwrap_or_default().to_owned();
+    let new = form.get("new_password").unwrap_or_default().to_owned();
+    match crate::auth::change_password(&state, addr, &session.user, current, new).await {
+        Ok(token) => {
+            let mut resp = see_other("/settings?done=password-changed");
+            resp.headers_mut()
+                .append(header::SET_COOKIE, super::session::session_cookie(&state, &token));
+            resp
+        }
+        Err(failure) => {
+            let (e, retry_after) = failure.into_parts();
+            let mut resp = settings_page(&state, &session, Flash::error(e.message()), None).await;
+            *resp.status_mut() = e.status();
+            crate::auth::with_retry_after(resp, retry_after)
+        }
     }
 }
 

@@ -46,9 +46,9 @@ fn with_cookie(mut resp: Response, cookie: Option<HeaderValue>) -> Response {
     resp
 }
 
-/// Signed in: the session cookie, and on to `next`.
-fn signed_in(state: &AppState, user: &platform::UserId, next: &str) -> Response {
-    match state.sessions.issue(user) {
+/// Signed in: a new session, its cookie, and on to `next`.
+async fn signed_in(state: &AppState, user: &platform::UserId, next: &str) -> Response {
+    match auth::start_session(state, user).await {
         Ok(token) => {
             let mut resp = see_other(next);
             resp.headers_mut()
@@ -100,8 +100,9 @@ pub(crate) async fn login(
     let next = session::safe_next(form.get("next"));
     let password = form.get("password").unwrap_or_default().to_owned();
     match auth::check_login(&state, addr, &email, password).await {
-        Ok(user) => signed_in(&state, &user.id, &next),
-        Err(e) => {
+        Ok(user) => signed_in(&state, &user.id, &next).await,
+        Err(failure) => {
+            let (e, retry_after) = failure.into_parts();
             let (pre, cookie) = session::presession(&state, &headers);
             let page = LoginPage {
                 nav: None,
@@ -111,7 +112,7 @@ pub(crate) async fn login(
                 email,
                 github_enabled: state.github.app().is_some(),
             };
-            with_cookie(render(e.status(), page), cookie)
+            auth::with_retry_after(with_cookie(render(e.status(), page), cookie), retry_after)
         }
     }
 }
@@ -136,7 +137,7 @@ pub(crate) async fn signup(State(state): State<AppState>, headers: HeaderMap, fo
     let email = form.get("email").unwrap_or_default().to_owned();
     let password = form.get("password").unwrap_or_default().to_owned();
     match auth::create_account(&state, &name, &email, password).await {
-        Ok(user) => signed_in(&state, &user.id, "/"),
+        Ok(user) => signed_in(&state, &user.id, "/").await,
         Err(e) => {
             let (pre, cookie) = session::presession(&state, &headers);
             let page = SignupPage {
@@ -151,11 +152,12 @@ pub(crate) async fn signup(State(state): State<AppState>, headers: HeaderMap, fo
     }
 }
 
-pub(crate) async fn logout(
-    State(state): State<AppState>,
-    // The post itself is the check; nothing in it is needed after.
-    _: super::PostedForm,
-) -> Response {
+/// Ends the session (its token stops working everywhere, not only in this browser) and clears
+/// the cookie.
+pub(crate) async fn logout(State(state): State<AppState>, posted: super::PostedForm) -> Response {
+    if let Err(e) = auth::end_session(&state, posted.session.token()).await {
+        return super::api_error_page(Nav::new(&posted.session, ""), e);
+    }
     let mut resp = see_other("/login");
     resp.headers_mut()
         .append(header::SET_COOKIE, session::clear_session_cookie(&state));
@@ -281,7 +283,7 @@ pub(crate) async fn github_callback(
             Err(e) => return github_failed(e),
         };
         return match state.db.user_by_github_id(github_id).await {
-            Ok(Some(user)) => signed_in(&state, &user.id, "/"),
+            Ok(Some(user)) => signed_in(&state, &user.id, "/").await,
             Ok(None) => render(
                 StatusCode::OK,
                 NoticePage {

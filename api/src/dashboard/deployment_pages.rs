@@ -6,14 +6,22 @@ use super::text::{duration, state_label, strip_ansi, when};
 use super::{Nav, PostedForm, api_error_page, render, see_other};
 use crate::AppState;
 use crate::deployments::{cancel_deployment, owned_deployment, promote_deployment};
+use crate::logs::READ_CHUNK;
 use askama::Template;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use platform::model::{Deployment, DeploymentState};
+use db::{Database, DbError};
+use futures::TryStreamExt;
+use platform::DeploymentId;
+use platform::model::{Deployment, DeploymentState, LogLine};
+use std::fmt::Write;
 
-/// Lines rendered into the page (the live log and the download have them all).
+/// Lines rendered into the page, and about how much of their text (the live log and the
+/// download have them all).
 const PAGE_LINES: u32 = 5000;
+const PAGE_BYTES: usize = 1 << 20;
 
 pub(crate) struct LineView {
     seq: u64,
@@ -75,8 +83,8 @@ pub(crate) async fn show(State(state): State<AppState>, session: Session, Path(i
         .flatten()
         .map(|n| n.to_string())
         .unwrap_or_default();
-    let lines = match state.db.log_lines(&d.id, 0, PAGE_LINES).await {
-        Ok(l) => l,
+    let lines = match crate::logs::read_page(&state.db, &d.id, 0, PAGE_LINES, PAGE_BYTES).await {
+        Ok((l, _)) => l,
         Err(e) => return api_error_page(nav, e.into()),
     };
     let order = ["cloning", "installing", "building", "uploading"];
@@ -175,34 +183,33 @@ pub(crate) async fn promote(
 }
 
 /// The whole log as plain text, one line per log line: time, stream, text.
+///
+/// The body is streamed: it is read from the database a page at a time (by sequence number) as
+/// the client takes it, so a download holds one page in memory whatever the log's size, and a
+/// slow client slows only its own reads.
 pub(crate) async fn log_text(State(state): State<AppState>, session: Session, Path(id): Path<String>) -> Response {
     let nav = Nav::new(&session, "projects");
     let (d, _) = match owned_deployment(&state, &session.user, &id).await {
         Ok(found) => found,
         Err(e) => return api_error_page(nav, e),
     };
-    let mut out = String::new();
-    let mut after = 0;
-    loop {
-        let lines = match state.db.log_lines(&d.id, after, 5000).await {
-            Ok(l) => l,
-            Err(e) => return api_error_page(nav, e.into()),
-        };
-        for l in &lines {
-            let ts = l.ts.to_rfc3339();
-            out.push_str(&format!(
-                "{} {:<6} {}\n",
-                &ts[11..23],
-                l.stream.as_str(),
-                strip_ansi(&l.text)
-            ));
-            after = l.seq;
-        }
-        if lines.len() < 5000 {
-            break;
-        }
-    }
-    let mut resp = (StatusCode::OK, out).into_response();
+    // The first page is read before answering, so that a database that cannot be read gets an
+    // error page rather than an empty download.
+    let first = match state.db.log_lines(&d.id, 0, READ_CHUNK).await {
+        Ok(l) => l,
+        Err(e) => return api_error_page(nav, e.into()),
+    };
+    let pages = Pages {
+        db: state.db.clone(),
+        id: d.id.clone(),
+        next: Some(first),
+        after: 0,
+    };
+    let body = futures::stream::try_unfold(pages, Pages::next).map_err(|e| {
+        tracing::error!("cannot read the log for a download: {e}");
+        e
+    });
+    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -213,4 +220,38 @@ pub(crate) async fn log_text(State(state): State<AppState>, session: Session, Pa
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     resp
+}
+
+/// Where a log download is: the page read ahead (the first), or the last line sent.
+struct Pages {
+    db: Database,
+    id: DeploymentId,
+    next: Option<Vec<LogLine>>,
+    after: u64,
+}
+
+impl Pages {
+    /// The next chunk of the body, or `None` at the end of the log.
+    async fn next(mut self) -> Result<Option<(Bytes, Self)>, DbError> {
+        let lines = match self.next.take() {
+            Some(lines) => lines,
+            None => self.db.log_lines(&self.id, self.after, READ_CHUNK).await?,
+        };
+        let Some(last) = lines.last() else {
+            return Ok(None);
+        };
+        self.after = last.seq;
+        let mut out = String::with_capacity(lines.iter().map(|l| l.text.len() + 32).sum());
+        for l in &lines {
+            let ts = l.ts.to_rfc3339();
+            let _ = writeln!(
+                out,
+                "{} {:<6} {}",
+                ts.get(11..23).unwrap_or(&ts),
+                l.stream.as_str(),
+                strip_ansi(&l.text)
+            );
+        }
+        Ok(Some((Bytes::from(out), self)))
+    }
 }

@@ -46,6 +46,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/deployments/{id}/log.txt", get(deployment_pages::log_text))
         .route("/settings", get(account_pages::settings))
         .route("/settings/tokens", post(account_pages::create_token))
+        .route("/settings/password", post(account_pages::change_password))
         .route("/settings/tokens/{id}/delete", post(account_pages::delete_token))
         .route("/settings/github/link", get(account_pages::link_github))
         .route("/settings/github/install", get(account_pages::install_github))
@@ -97,6 +98,7 @@ impl Flash {
             "canceled" => "The build is being canceled.",
             "deleted" => "The project was deleted.",
             "token-deleted" => "The token was deleted.",
+            "password-changed" => "Password changed. Every other session was signed out.",
             _ => return None,
         };
         Some(Flash {

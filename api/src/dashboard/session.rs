@@ -1,6 +1,9 @@
 //! Browser sessions: a cookie holding the session token, and the anti-forgery checks every
 //! state-changing form goes through.
 //!
+//! The cookie holds a session token whose session is recorded server-side (see `crate::auth`):
+//! log-out and password changes end it, whatever copies of the cookie exist.
+//!
 //! The cookie is `HttpOnly`, `SameSite=Lax`, host-only (no `Domain`, so deployed sites on
 //! `*.<domain>` never receive it), and `Secure` with the `__Host-` prefix when the dashboard is
 //! served over https. Every form carries a token that is a MAC of the session (or, before
@@ -109,14 +112,18 @@ impl Session {
     pub(crate) fn csrf_ok(&self, state: &AppState, given: &str) -> bool {
         state.sessions.csrf_ok(&self.token, given)
     }
+
+    /// The session token, to end this session.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
 }
 
-/// The session of the request, if it has a valid one. Only session tokens count here:
+/// The session of the request, if it has a live one. Only session tokens count here:
 /// personal API tokens are for `Authorization` headers, never cookies.
 pub(crate) async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     let token = cookie(headers, &name(state, SESSION))?;
-    let id = state.sessions.verify(token)?;
-    let user = state.db.user(&id).await.ok()??;
+    let user = crate::auth::session_user(state, token).await.ok()??;
     Some(Session {
         csrf: state.sessions.csrf_token(token),
         token: token.to_owned(),

@@ -36,7 +36,13 @@ pub struct LocalExecutorConfig {
 impl LocalExecutor {
     /// Checks the sandbox once; when it cannot run, every build fails with the reason.
     pub async fn new(cfg: LocalExecutorConfig) -> Self {
-        let sandbox = Sandbox::new(cfg.limits.sandbox.clone());
+        let sandbox = match crate::egress::Egress::this_program(cfg.git.egress().clone()) {
+            Ok(egress) => Sandbox::new(cfg.limits.sandbox.clone()).with_egress(egress),
+            Err(e) => {
+                tracing::error!("builds get no network: cannot find this program to bridge it with: {e}");
+                Sandbox::new(cfg.limits.sandbox.clone())
+            }
+        };
         let sandbox_unavailable = match sandbox.probe().await {
             Ok(()) => None,
             Err(e) => {

@@ -63,11 +63,12 @@ impl World {
     /// A platform configured (by environment) as the mock's App, a user who linked the App's
     /// installation through GitHub's OAuth, and a project deploying the repository.
     async fn new(private: bool) -> World {
-        Self::on(private, None).await
+        Self::on(private, None, &[]).await
     }
 
-    /// Like [`World::new`]; with `services`, the platform's components run apart on them.
-    async fn on(private: bool, services: Option<&Services>) -> World {
+    /// Like [`World::new`]; with `services`, the platform's components run apart on them, and
+    /// `extra` adds to the platform's environment.
+    async fn on(private: bool, services: Option<&Services>, extra: &[(&str, &str)]) -> World {
         let git = GitServer::start().await;
         let repo = git.create_repo("site", &fixture("spa"));
         let gh = MockGitHub::start().await;
@@ -83,6 +84,7 @@ impl World {
             ("CLOUDRUNR_GITHUB_CLIENT_ID", &app.client_id),
             ("CLOUDRUNR_GITHUB_CLIENT_SECRET", &app.client_secret),
         ];
+        let env: Vec<(&str, &str)> = env.iter().chain(extra).copied().collect();
         let p = match services {
             Some(services) => test_support::cluster::start(services, &env).await,
             None => Platform::start_with(&env).await,
@@ -273,8 +275,9 @@ async fn a_push_deploys_its_commit_and_reports_a_check_run() {
     );
     w.gh.assert_no_violations();
 
-    // A redelivery (same delivery id) does nothing new.
-    let body = push(&w.test_repo, "main", &sha, "Say hello from a push");
+    // A redelivery (same delivery id) does nothing new. (Another body than the first push's: the
+    // same bytes under a new delivery id would be a replay, see `security_webhook`.)
+    let body = push(&w.test_repo, "main", &sha, "Say hello once more");
     let (first, _) = w.deliver_as("push", "same-delivery", &body).await;
     let (again, answer) = w.deliver_as("push", "same-delivery", &body).await;
     assert_eq!((first, again), (StatusCode::ACCEPTED, StatusCode::OK));
@@ -303,7 +306,7 @@ async fn a_push_deploys_its_commit_and_reports_a_check_run() {
 #[tokio::test]
 async fn a_push_deploys_and_reports_with_the_components_apart() {
     let Some(services) = Services::get() else { return };
-    let w = World::on(true, Some(&services)).await;
+    let w = World::on(true, Some(&services), &[]).await;
     w.repo.write("src/message.txt", "Hello from a push, at scale\n");
     let sha = w.repo.commit("Push at scale");
     let (status, answer) = w
@@ -550,6 +553,55 @@ async fn deliveries_that_deploy_nothing_say_why() {
     assert_eq!(outcomes.len(), 7);
 }
 
+/// Commits what is written so far and delivers its push; returns the answer's detail.
+async fn pushed(w: &World, message: &str) -> String {
+    let sha = w.repo.commit(message);
+    let (status, answer) = w.deliver("push", &push(&w.test_repo, "main", &sha, message)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    answer["detail"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_push_past_the_accounts_queue_is_recorded_failed_and_says_so() {
+    let w = World::on(false, None, &[("CLOUDRUNR_MAX_QUEUED_BUILDS_PER_ACCOUNT", "1")]).await;
+    // A build that holds the project's one build slot long enough for the next pushes to queue.
+    w.repo.write(
+        "package.json",
+        r#"{ "name": "slow", "private": true, "scripts": { "build": "node -e \"setTimeout(() => {}, 5000)\" && node build.js" } }"#,
+    );
+    let first = w.repo.commit("Slow build");
+    let (status, _) = w
+        .deliver("push", &push(&w.test_repo, "main", &first, "Slow build"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let running = w.deployments().await[0]["id"].as_str().unwrap().to_owned();
+    for _ in 0..100 {
+        if w.p.deployment(&w.token, &running).await["state"] != "queued" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.repo.write("src/message.txt", "second\n");
+    let waiting = pushed(&w, "Second").await;
+    assert!(waiting.contains("production deployment"), "{waiting}");
+    w.repo.write("src/message.txt", "third\n");
+    let refused = pushed(&w, "Third").await;
+    assert!(
+        refused.contains("was recorded failed") && refused.contains("waiting to build"),
+        "{refused}"
+    );
+
+    let newest = &w.deployments().await[0];
+    assert_eq!(newest["state"], "failed", "{newest}");
+    assert!(newest["error"].as_str().unwrap().contains("not built"), "{newest}");
+    let check = w.completed_check_run(newest["id"].as_str().unwrap()).await;
+    assert_eq!(check.last().unwrap()["conclusion"], "failure", "{check:#?}");
+    // The two accepted pushes still build.
+    assert_eq!(wait_final(&w, &running).await["state"], "ready");
+    let second = w.deployments().await[1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(wait_final(&w, &second).await["state"], "ready");
+}
+
 #[tokio::test]
 async fn webhooks_must_be_signed_with_the_apps_secret() {
     let w = World::new(false).await;
@@ -571,7 +623,8 @@ async fn webhooks_must_be_signed_with_the_apps_secret() {
         ("malformed header", Some("sha256=zz".into()), body.clone()),
     ];
     for (what, signature, bytes) in cases {
-        let (status, answer) = send_raw(&w.p, "push", &format!("bad-{what}"), signature.as_deref(), bytes).await;
+        let delivery = format!("bad-{}", what.replace(' ', "-"));
+        let (status, answer) = send_raw(&w.p, "push", &delivery, signature.as_deref(), bytes).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {answer}");
         assert_eq!(answer["error"]["code"], "invalid_signature", "{what}");
     }

@@ -29,6 +29,10 @@ fn minimal_body(method: &str, template: &str) -> Option<Value> {
         // Fails validation (password too short) before anything is stored.
         ("POST", "/api/auth/signup") => Some(json!({ "name": "Eve", "email": "eve@example.com", "password": "short" })),
         ("POST", "/api/auth/login") => Some(json!({ "email": "nobody@example.com", "password": "not the password" })),
+        // A wrong current password: refused, nothing changes.
+        ("POST", "/api/auth/password") => {
+            Some(json!({ "current_password": "not it", "new_password": "long enough now" }))
+        }
         ("POST", "/api/tokens") => Some(json!({ "name": "openapi check" })),
         // An ftp:// URL is refused before any repository is contacted.
         ("POST", "/api/projects") => Some(json!({ "name": "Spec Check", "git_url": "ftp://example.com/repo.git" })),
@@ -608,7 +612,24 @@ async fn the_document_lists_every_route_and_each_is_routed() {
         );
         let path = fill(template);
         let m = Method::from_bytes(method.as_bytes()).expect("method");
-        let (status, resp) = p.call(m, &path, Some(&token), body).await;
+        // Log-out ends the session it is sent with: it gets a session of its own, so that the
+        // operations after it still run signed in.
+        let own_session;
+        let token = if template == "/api/auth/logout" {
+            let (_, session) = p
+                .call(
+                    Method::POST,
+                    "/api/auth/login",
+                    None,
+                    Some(json!({ "email": "spec.reader@example.com", "password": "correct horse battery" })),
+                )
+                .await;
+            own_session = session["token"].as_str().expect("a session token").to_owned();
+            &own_session
+        } else {
+            &token
+        };
+        let (status, resp) = p.call(m, &path, Some(token), body).await;
         assert_ne!(
             resp,
             json!({ "error": { "code": "not_found", "message": "no such route" } }),

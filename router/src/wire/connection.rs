@@ -2,6 +2,7 @@
 //! hand the connection off at the first request that is not of the common shape.
 
 use super::kept::Keep;
+use super::slots::Slot;
 use super::write::{write_cached, write_response};
 use super::{Ended, MAX_HEAD, SiteConnections};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -15,10 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Header lines in a head answered here.
 const MAX_HEADERS: usize = 64;
-/// How long a kept-alive connection may wait for its next request.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a request head may take to arrive once it has begun.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How late a connection's deadline may be: it is moved on only when it would move by more, so
 /// that a busy connection does not take a timer off and put one back for every request.
 const DEADLINE_SLACK: Duration = Duration::from_secs(1);
@@ -103,14 +100,19 @@ impl<'b> ReadHeaders<'b> {
 
 impl SiteConnections {
     /// Answers requests on `stream` for as long as they are site requests of the common shape.
-    pub async fn serve(&self, mut stream: TcpStream, shutdown: &CancellationToken) -> Ended {
+    /// `slot` is told when a request is in flight (the connection is not idle then).
+    pub async fn serve(&self, mut stream: TcpStream, shutdown: &CancellationToken, slot: &Slot) -> Ended {
+        let limits = &*self.limits;
         let mut buf = BytesMut::with_capacity(4096);
         let mut out = Vec::with_capacity(1024);
         let mut key = Vec::with_capacity(256);
         // One timer and one wait for shutdown per connection, not one of each per read.
         let shutdown = shutdown.cancelled();
-        let deadline = tokio::time::sleep(IDLE_TIMEOUT);
+        let deadline = tokio::time::sleep(limits.idle_timeout);
         tokio::pin!(shutdown, deadline);
+        // Since when the connection waits for a request, and when the head in `buf` began.
+        let mut idle_since = Instant::now();
+        let mut head_since = None;
         loop {
             let head = loop {
                 match self.parse(&buf) {
@@ -118,12 +120,15 @@ impl SiteConnections {
                     Parsed::HandOff => return hand_off(stream, buf),
                     Parsed::Partial => {}
                 }
-                if buf.len() >= MAX_HEAD {
+                if buf.len() >= MAX_HEAD.min(limits.max_header_bytes) {
                     return hand_off(stream, buf);
                 }
-                // Waiting for a new request is idling; for the rest of one, a slow client.
-                let wait = if buf.is_empty() { IDLE_TIMEOUT } else { HEAD_TIMEOUT };
-                let want = Instant::now() + wait;
+                // Waiting for a new request is idling; for the rest of one, a slow client, whose
+                // head has the header timeout from its first byte however steadily bytes come.
+                let want = match head_since {
+                    None => idle_since + limits.idle_timeout,
+                    Some(since) => since + limits.header_timeout,
+                };
                 let set = deadline.deadline();
                 if want < set || want > set + DEADLINE_SLACK {
                     deadline.as_mut().reset(want);
@@ -137,9 +142,12 @@ impl SiteConnections {
                 };
                 match read {
                     Ok(0) | Err(_) => return Ended::Closed,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        head_since.get_or_insert_with(Instant::now);
+                    }
                 }
             };
+            let busy = Busy::new(slot);
             let (is_head, close, len) = (head.is_head(), head.close, head.len);
             // Read before answering: an answer is good for the generation it started in.
             let generation = self.sites.generation();
@@ -152,13 +160,16 @@ impl SiteConnections {
                 key.extend_from_slice(head.read.accept_encoding().unwrap_or_default());
                 if let Some(answer) = self.answers.get(&key, generation) {
                     buf.advance(len);
-                    if write_cached(&stream, &mut out, &answer, is_head, close).await.is_err() || close {
+                    let written = write_cached(&stream, &mut out, &answer, is_head, close, limits.send_timeout).await;
+                    if written.is_err() || close {
                         return Ended::Closed;
                     }
+                    (idle_since, head_since) = busy.done(&buf);
                     continue;
                 }
             }
             let Some(parts) = head.parts() else {
+                drop(busy);
                 return hand_off(stream, buf);
             };
             let response = self.sites.answer(head.label, &parts).await;
@@ -168,11 +179,12 @@ impl SiteConnections {
                 generation,
                 dir: &self.answer_dir,
             });
-            let written = write_response(&stream, &mut out, response, is_head, close, keep).await;
+            let written = write_response(&stream, &mut out, response, is_head, close, keep, limits.send_timeout).await;
             buf.advance(len);
             if written.is_err() || close {
                 return Ended::Closed;
             }
+            (idle_since, head_since) = busy.done(&buf);
         }
     }
 
@@ -276,6 +288,29 @@ enum Parsed<'b> {
     Fast(Head<'b>),
     Partial,
     HandOff,
+}
+
+/// A request in flight on a connection, from its head to the end of its answer.
+struct Busy<'s>(&'s Slot);
+
+impl<'s> Busy<'s> {
+    fn new(slot: &'s Slot) -> Self {
+        slot.begin();
+        Self(slot)
+    }
+
+    /// The answer is sent: the connection is idle from now, and a head already in `buf`
+    /// (pipelined) began now.
+    fn done(self, buf: &[u8]) -> (Instant, Option<Instant>) {
+        let now = Instant::now();
+        (now, (!buf.is_empty()).then_some(now))
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
 
 fn hand_off(stream: TcpStream, buf: BytesMut) -> Ended {

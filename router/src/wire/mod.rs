@@ -15,21 +15,29 @@
 //!
 //! - [`connection`]: the loop that reads request heads and decides what is answered here;
 //! - [`kept`]: the answers kept for the next identical request;
-//! - [`write`]: putting responses on the socket.
+//! - [`write`]: putting responses on the socket;
+//! - [`slots`]: the cap on open connections, shared with the general server, and which of them
+//!   are idle.
+//!
+//! Every wait here is bounded by the server's [`ConnectionLimits`]: the idle wait for a request,
+//! the head from its first byte (however steadily its bytes come), and each write.
 
 mod connection;
 mod kept;
+pub mod slots;
 mod write;
 
 use crate::Sites;
 use bytes::Bytes;
 use kept::Answers;
+use platform::connection_limits::ConnectionLimits;
 use platform::settings::SitesSettings;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
-/// The largest request head answered here; a longer one goes to the general server.
+/// The largest request head answered here (when the limits allow as much); a longer one goes to
+/// the general server, which takes heads up to [`ConnectionLimits::max_header_bytes`].
 const MAX_HEAD: usize = 16 * 1024;
 
 /// How a connection served here ended.
@@ -49,17 +57,19 @@ pub struct SiteConnections {
     settings: Arc<SitesSettings>,
     answers: Arc<Answers>,
     answer_dir: Arc<Path>,
+    limits: Arc<ConnectionLimits>,
 }
 
 impl SiteConnections {
     /// `answer_dir`: a directory on disk for the bodies of long answers kept (unnamed files,
-    /// gone when closed); the data directory does.
-    pub fn new(sites: Sites, settings: Arc<SitesSettings>, answer_dir: &Path) -> Self {
+    /// gone when closed); the data directory does. `limits` bound every wait on a connection.
+    pub fn new(sites: Sites, settings: Arc<SitesSettings>, answer_dir: &Path, limits: Arc<ConnectionLimits>) -> Self {
         Self {
             sites,
             settings,
             answers: Arc::default(),
             answer_dir: answer_dir.into(),
+            limits,
         }
     }
 }

@@ -15,13 +15,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// How long a response may wait for the client to take more of it (nginx's `send_timeout`).
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// A body at most this long is copied behind the head and sent with one `write`; a longer one is
 /// sent from where it is, with a vectored write.
 const COPY_BODY: usize = 16 * 1024;
 
-/// Writes `response` on `stream`: the head into `out` (cleared first), then the body.
+/// Writes `response` on `stream`: the head into `out` (cleared first), then the body; each write
+/// waits at most `patience` for the client to take more (the send timeout).
 ///
 /// The framing is always right: the length sent is the body's own when it knows it exactly (a
 /// `Content-Length` that says otherwise is replaced), else the one announced, and the body is held
@@ -34,6 +33,7 @@ pub(super) async fn write_response(
     head: bool,
     close: bool,
     keep: Option<Keep<'_>>,
+    patience: Duration,
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
@@ -75,7 +75,7 @@ pub(super) async fn write_response(
         if let Some(keep) = keep {
             keep.store(&out[..fixed], Bytes::new());
         }
-        return send_all(stream, out).await;
+        return send_all(stream, out, patience).await;
     }
     let mut left = length.unwrap_or(u64::MAX);
     let mut first = true;
@@ -102,16 +102,16 @@ pub(super) async fn write_response(
             }
             if data.len() <= COPY_BODY {
                 out.extend_from_slice(&data);
-                send_all(stream, out).await?;
+                send_all(stream, out, patience).await?;
             } else {
-                write_two(stream, out, &data).await?;
+                write_two(stream, out, &data, patience).await?;
             }
         } else {
-            send_all(stream, &data).await?;
+            send_all(stream, &data, patience).await?;
         }
     }
     if first {
-        send_all(stream, out).await?;
+        send_all(stream, out, patience).await?;
     }
     if left != 0 && length.is_some() {
         // Shorter than announced: the client is still waiting for bytes that will not come.
@@ -131,33 +131,34 @@ fn end_head(out: &mut Vec<u8>, close: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Sends a cached answer (its head only for `HEAD`).
+/// Sends a cached answer (its head only for `HEAD`), with [`write_response`]'s patience.
 pub(super) async fn write_cached(
     stream: &TcpStream,
     out: &mut Vec<u8>,
     answer: &Answer,
     head: bool,
     close: bool,
+    patience: Duration,
 ) -> io::Result<()> {
     out.clear();
     out.extend_from_slice(&answer.head);
     end_head(out, close);
     if head {
-        return send_all(stream, out).await;
+        return send_all(stream, out, patience).await;
     }
     match &answer.body {
         AnswerBody::Memory(body) if body.len() <= COPY_BODY => {
             out.extend_from_slice(body);
-            send_all(stream, out).await
+            send_all(stream, out, patience).await
         }
-        AnswerBody::Memory(body) => write_two(stream, out, body).await,
+        AnswerBody::Memory(body) => write_two(stream, out, body, patience).await,
         AnswerBody::File(AnswerFile { file, len }) => {
             // The head waits (MSG_MORE) to leave in the same segment as the body's start.
-            send_all_with(stream, out, MsgFlags::from_bits_retain(nix::libc::MSG_MORE)).await?;
+            send_all_with(stream, out, MsgFlags::from_bits_retain(nix::libc::MSG_MORE), patience).await?;
             let mut offset: nix::libc::off_t = 0;
             while (offset as usize) < *len {
                 let left = *len - offset as usize;
-                let n = write_with(stream, || {
+                let n = write_with(stream, patience, || {
                     nix::sys::sendfile::sendfile(stream.as_fd(), file.as_fd(), Some(&mut offset), left)
                         .map_err(io::Error::from)
                 })
@@ -172,15 +173,19 @@ pub(super) async fn write_cached(
 }
 
 /// Runs a non-blocking write `f` on `stream`, waiting for the socket to take more when it is full
-/// — for at most [`SEND_TIMEOUT`] each time, as nginx's `send_timeout`: a client that stops reading
+/// — for at most `patience` each time, as nginx's `send_timeout`: a client that stops reading
 /// does not hold its connection for ever.
-async fn write_with(stream: &TcpStream, mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+async fn write_with(
+    stream: &TcpStream,
+    patience: Duration,
+    mut f: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
     loop {
         match stream.try_io(Interest::WRITABLE, &mut f) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             result => return result,
         }
-        match tokio::time::timeout(SEND_TIMEOUT, stream.writable()).await {
+        match tokio::time::timeout(patience, stream.writable()).await {
             Ok(ready) => ready?,
             Err(_) => return Err(io::ErrorKind::TimedOut.into()),
         }
@@ -188,14 +193,14 @@ async fn write_with(stream: &TcpStream, mut f: impl FnMut() -> io::Result<usize>
 }
 
 /// Writes all of `data`, with [`write_with`]'s patience.
-async fn send_all(stream: &TcpStream, data: &[u8]) -> io::Result<()> {
-    send_all_with(stream, data, MsgFlags::empty()).await
+async fn send_all(stream: &TcpStream, data: &[u8], patience: Duration) -> io::Result<()> {
+    send_all_with(stream, data, MsgFlags::empty(), patience).await
 }
 
 /// [`send_all`] with `send(2)` flags.
-async fn send_all_with(stream: &TcpStream, mut data: &[u8], flags: MsgFlags) -> io::Result<()> {
+async fn send_all_with(stream: &TcpStream, mut data: &[u8], flags: MsgFlags, patience: Duration) -> io::Result<()> {
     while !data.is_empty() {
-        let n = write_with(stream, || {
+        let n = write_with(stream, patience, || {
             nix::sys::socket::send(stream.as_raw_fd(), data, flags).map_err(io::Error::from)
         })
         .await?;
@@ -218,10 +223,10 @@ fn take(mut data: Bytes, left: &mut u64) -> Bytes {
 }
 
 /// Writes `a` then `b`, with as few writes as the socket allows.
-async fn write_two(stream: &TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
+async fn write_two(stream: &TcpStream, a: &[u8], b: &[u8], patience: Duration) -> io::Result<()> {
     let (mut a, mut b) = (a, b);
     while !a.is_empty() {
-        let n = write_with(stream, || {
+        let n = write_with(stream, patience, || {
             stream.try_write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
         })
         .await?;
@@ -232,7 +237,7 @@ async fn write_two(stream: &TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
         a = &a[from_a..];
         b = &b[n - from_a..];
     }
-    send_all(stream, b).await
+    send_all(stream, b, patience).await
 }
 
 /// Runs `f` with the current `Date` value (RFC 9110's IMF-fixdate), formatted at most once a
@@ -261,6 +266,8 @@ mod tests {
     use super::*;
     use tokio::time::Instant;
 
+    const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
     #[tokio::test(start_paused = true)]
     async fn a_client_that_stops_reading_is_let_go() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -269,7 +276,7 @@ mod tests {
         // Far more than the two sockets' buffers hold.
         let data = vec![b'x'; 64 << 20];
         let started = Instant::now();
-        let sent = tokio::time::timeout(SEND_TIMEOUT * 2, send_all(&server, &data)).await;
+        let sent = tokio::time::timeout(SEND_TIMEOUT * 2, send_all(&server, &data, SEND_TIMEOUT)).await;
         let error = sent.expect("the write gives up by itself").unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= SEND_TIMEOUT);
