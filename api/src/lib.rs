@@ -8,6 +8,7 @@
 mod auth;
 mod dashboard;
 mod deployments;
+pub mod domains;
 mod error;
 mod extract;
 mod github;
@@ -59,6 +60,10 @@ pub struct Services {
     pub trusted_proxies: platform::proxies::TrustedProxies,
     /// Per-deployment credentials of builds that run away from the platform.
     pub build_tokens: platform::build_token::BuildTokens,
+    /// Custom domains: public addresses and the resolver verification asks.
+    pub domains: platform::settings::DomainSettings,
+    /// Each account's budget of DNS checks (custom-domain verification).
+    pub domain_checks: domains::CheckLimiter,
 }
 
 impl std::ops::Deref for AppState {
@@ -106,6 +111,12 @@ pub fn router(state: AppState) -> Router {
             "/projects/{slug}/deployments",
             post(deployments::create).get(deployments::list),
         )
+        .route("/projects/{slug}/domains", post(domains::create).get(domains::list))
+        .route(
+            "/projects/{slug}/domains/{name}",
+            get(domains::get).delete(domains::delete),
+        )
+        .route("/projects/{slug}/domains/{name}/verify", post(domains::verify))
         .route("/deployments/{id}", get(deployments::get))
         .route("/deployments/{id}/cancel", post(deployments::cancel))
         .route("/deployments/{id}/promote", post(deployments::promote))

@@ -58,6 +58,8 @@ pub struct PatchProject {
     pub output_dir: Option<Option<String>>,
     /// Merged into the current variables; `null` deletes one.
     pub env: Option<BTreeMap<String, Option<String>>>,
+    /// `Strict-Transport-Security` on the HTTPS answers of the project's hosts.
+    pub hsts: Option<bool>,
 }
 
 /// Tells a field set to `null` (`Some(None)`) from an absent one (`None`).
@@ -446,6 +448,7 @@ pub async fn patch(
 /// Changes a project's settings (the API and the dashboard both come here).
 pub async fn update_project(state: &AppState, project: Project, req: PatchProject) -> ApiResult<Project> {
     let state = state.clone();
+    let hsts = req.hsts.filter(|&h| h != project.hsts);
     let mut build = project.build.clone();
     if let Some(r) = &req.root_dir {
         build.root_dir = parse_path("root_dir", r)?;
@@ -524,7 +527,7 @@ pub async fn update_project(state: &AppState, project: Project, req: PatchProjec
         project.branch.clone()
     };
     let slug_changed = slug != project.slug;
-    let updated = state
+    let mut updated = state
         .db
         .update_project(
             &project.id,
@@ -538,7 +541,12 @@ pub async fn update_project(state: &AppState, project: Project, req: PatchProjec
             },
         )
         .await?;
-    if slug_changed {
+    if let Some(hsts) = hsts {
+        state.db.set_project_hsts(&project.id, hsts).await?;
+        updated.hsts = hsts;
+    }
+    // The router's table holds the slug and the HSTS choice.
+    if slug_changed || hsts.is_some() {
         state
             .notify(Notice::RoutesChanged {
                 project_id: project.id.clone(),

@@ -64,6 +64,7 @@ pub struct ProjectView<'a> {
     github_repository: Option<&'a str>,
     production_url: String,
     production_deployment_id: Option<&'a str>,
+    hsts: bool,
     created_at: Timestamp,
     updated_at: Timestamp,
 }
@@ -85,6 +86,7 @@ impl<'a> ProjectView<'a> {
             github_repository: p.github.as_ref().map(|g| g.full_name.as_str()),
             production_url: sites.url_for(p.slug.as_str()),
             production_deployment_id: p.production_deployment_id.as_ref().map(|d| d.as_str()),
+            hsts: p.hsts,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }

@@ -59,6 +59,8 @@ pub async fn api_state(
         login_limiter: api::ratelimit::LoginLimiter::new(&settings.accounts),
         trusted_proxies: settings.accounts.trusted_proxies.clone(),
         build_tokens: platform::build_token::BuildTokens::new(&settings.secret_key),
+        domains: settings.domains.clone(),
+        domain_checks: api::domains::CheckLimiter::default(),
     });
     api::scheduler::recover(&state).await;
     tokio::spawn(api::scheduler::run(state.clone()));
@@ -125,7 +127,8 @@ pub async fn webhook(config: Config) -> anyhow::Result<()> {
 /// `cloudrunr router`: serves the sites, for any Host under the sites domain.
 pub async fn router(config: Config) -> anyhow::Result<()> {
     let (listener, bound) = server::bind(config.listen).await?;
-    let settings = config.settings(bound)?;
+    let tls_listener = crate::tls::bind(config.tls.tls_listen).await?;
+    let settings = config.settings_with_tls(bound, tls_listener.as_ref().map(|(_, at)| *at))?;
     let db = backends::database(&settings).await?;
     let store = backends::artifact_store(&settings).await?;
     let bus = Bus::open_shared(&settings, "router").await?.dyn_bus();
@@ -138,13 +141,27 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
         &settings.data_dir,
         Arc::new(settings.connections.clone()),
     );
-    let app = axum::Router::new().fallback(serve_site).with_state(SiteFront {
+    let issuance = crate::issuance::Issuance::start(&settings, &db).await?;
+    let app = issuance.wrap(axum::Router::new().fallback(serve_site).with_state(SiteFront {
         sites,
         settings: site_settings,
-    });
+    }));
+    let tls_bound = tls_listener.as_ref().map(|(_, at)| *at);
+    let endpoints = crate::tls::endpoints(
+        &settings,
+        listener,
+        tls_listener,
+        app,
+        Some(fast),
+        issuance.store.clone(),
+        issuance.on_demand.clone(),
+    )?;
     println!("cloudrunr router listening on http://{bound}");
+    if let Some(at) = tls_bound {
+        println!("  HTTPS: {at}");
+    }
     println!("  Sites: {}", settings.sites.url_for("<project>"));
-    server::run_with_sites(listener, app, fast, &settings.connections).await
+    server::serve_endpoints(endpoints, &settings.connections).await
 }
 
 /// Cloned for every request (axum's `State`), so everything in it is behind an `Arc`.
@@ -158,7 +175,11 @@ async fn serve_site(State(front): State<SiteFront>, req: Request) -> Response {
     let host = host_of(&req);
     match host.as_ref().and_then(|h| front.settings.site_label(h.as_str())) {
         Some(label) => front.sites.serve(label, req).await,
-        None => router::not_a_site(&req),
+        // Any other host: a verified custom domain, or no site.
+        None => match &host {
+            Some(h) => front.sites.serve_custom(h.as_str(), req).await,
+            None => router::not_a_site(&req),
+        },
     }
 }
 

@@ -14,6 +14,7 @@ use platform::settings::{
     BuildLimits, EcsSettings, ExecutorSettings, GithubAppCredentials, GithubSettings, LogLimits, SandboxMode, Secret,
     Settings, SitesSettings,
 };
+use platform::settings::{CertificateFiles, TlsSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -106,6 +107,167 @@ pub struct Config {
     pub backends: BackendArgs,
     #[command(flatten)]
     pub accounts: AccountArgs,
+    #[command(flatten)]
+    pub domains: DomainArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub acme: AcmeArgs,
+}
+
+/// Certificates from ACME (see `platform::settings::AcmeSettings`).
+#[derive(Args, Debug)]
+pub struct AcmeArgs {
+    /// The ACME CA's directory URL; setting it (or the email) turns issuance on with TLS.
+    #[arg(long, env = "CLOUDRUNR_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// The ACME account's contact email.
+    #[arg(long, env = "CLOUDRUNR_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// A PEM file of extra roots trusted for the CA's HTTPS (a test or private CA).
+    #[arg(long, env = "CLOUDRUNR_ACME_CA_ROOTS")]
+    pub acme_ca_roots: Option<std::path::PathBuf>,
+    /// DNS-01 hook for the platform's wildcard, called as `HOOK set|clear <fqdn> <value>`.
+    #[arg(long, env = "CLOUDRUNR_ACME_DNS_HOOK")]
+    pub acme_dns_hook: Option<std::path::PathBuf>,
+    /// Seconds between the hook's `set` and asking the CA to validate.
+    #[arg(long, env = "CLOUDRUNR_ACME_DNS_WAIT_SECS", default_value_t = 30.0)]
+    pub acme_dns_wait_secs: f64,
+    /// The certificate profile asked for (e.g. Let's Encrypt's `shortlived`).
+    #[arg(long, env = "CLOUDRUNR_ACME_PROFILE")]
+    pub acme_profile: Option<String>,
+    /// Seconds to wait after a first failed issuance (doubled per failure in a row).
+    #[arg(long, env = "CLOUDRUNR_ACME_RETRY_SECS", default_value_t = 60.0)]
+    pub acme_retry_secs: f64,
+    /// How often, in seconds, domains needing a certificate and renewals are looked for.
+    #[arg(long, env = "CLOUDRUNR_ACME_CHECK_SECS", default_value_t = 60.0)]
+    pub acme_check_secs: f64,
+}
+
+impl AcmeArgs {
+    pub fn settings(&self, tls_on: bool) -> anyhow::Result<platform::settings::AcmeSettings> {
+        let defaults = platform::settings::AcmeSettings::default();
+        let secs = |name: &str, v: f64, min: f64| {
+            if v.is_finite() && v >= min && v <= 86_400.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(anyhow::anyhow!("{name} must be between {min} and 86400 seconds"))
+            }
+        };
+        let directory = self.acme_directory.clone().filter(|d| !d.trim().is_empty());
+        let email = self.acme_email.clone().filter(|e| !e.trim().is_empty());
+        if let Some(d) = &directory
+            && !d.starts_with("https://")
+        {
+            anyhow::bail!("CLOUDRUNR_ACME_DIRECTORY must be an https:// URL");
+        }
+        if let Some(e) = &email
+            && (!e.contains('@') || e.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            anyhow::bail!("CLOUDRUNR_ACME_EMAIL is not an email address");
+        }
+        let wanted = directory.is_some() || email.is_some();
+        if wanted && !tls_on {
+            anyhow::bail!(
+                "CLOUDRUNR_ACME_* is set but CLOUDRUNR_TLS_LISTEN is not: certificates would have no listener"
+            );
+        }
+        Ok(platform::settings::AcmeSettings {
+            enabled: wanted,
+            directory: directory.unwrap_or(defaults.directory),
+            email,
+            ca_roots: self.acme_ca_roots.clone(),
+            dns_hook: self.acme_dns_hook.clone(),
+            dns_propagation: secs("CLOUDRUNR_ACME_DNS_WAIT_SECS", self.acme_dns_wait_secs, 0.0)?,
+            profile: self.acme_profile.clone().filter(|p| !p.trim().is_empty()),
+            retry_base: secs("CLOUDRUNR_ACME_RETRY_SECS", self.acme_retry_secs, 0.05)?,
+            check_interval: secs("CLOUDRUNR_ACME_CHECK_SECS", self.acme_check_secs, 0.05)?,
+        })
+    }
+}
+
+/// The TLS listener and the platform's certificate files (see `platform::settings::TlsSettings`).
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// Address of the HTTPS port beside the plain one, e.g. 0.0.0.0:443; TLS is off without it.
+    #[arg(long, env = "CLOUDRUNR_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain(s), comma-separated; the first is the default certificate.
+    #[arg(long, env = "CLOUDRUNR_TLS_CERT", default_value = "")]
+    pub tls_cert: String,
+    /// PEM private key(s), comma-separated, one for each certificate in the same order.
+    #[arg(long, env = "CLOUDRUNR_TLS_KEY", default_value = "")]
+    pub tls_key: String,
+    /// How often the certificate files are checked for changes, in seconds (fractions allowed).
+    #[arg(long, env = "CLOUDRUNR_TLS_RELOAD_SECS", default_value_t = 5.0)]
+    pub tls_reload_secs: f64,
+    /// How long a TLS handshake may take, in seconds.
+    #[arg(long, env = "CLOUDRUNR_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub tls_handshake_timeout_secs: u64,
+}
+
+impl TlsArgs {
+    /// The TLS settings, `bound` being where the TLS listener was bound (when it is).
+    pub fn settings(&self, bound: Option<SocketAddr>) -> anyhow::Result<TlsSettings> {
+        let (certs, keys) = (comma_list(&self.tls_cert), comma_list(&self.tls_key));
+        if certs.len() != keys.len() {
+            anyhow::bail!(
+                "CLOUDRUNR_TLS_CERT names {} file(s) and CLOUDRUNR_TLS_KEY {}: each certificate needs its key",
+                certs.len(),
+                keys.len()
+            );
+        }
+        if !certs.is_empty() && self.tls_listen.is_none() {
+            anyhow::bail!("CLOUDRUNR_TLS_CERT is set but CLOUDRUNR_TLS_LISTEN is not: nothing would serve it");
+        }
+        if !(self.tls_reload_secs.is_finite() && self.tls_reload_secs >= 0.05) {
+            anyhow::bail!("CLOUDRUNR_TLS_RELOAD_SECS must be at least 0.05");
+        }
+        if self.tls_handshake_timeout_secs == 0 {
+            anyhow::bail!("CLOUDRUNR_TLS_HANDSHAKE_TIMEOUT_SECS must be at least 1");
+        }
+        Ok(TlsSettings {
+            listen: bound.or(self.tls_listen),
+            files: certs
+                .into_iter()
+                .zip(keys)
+                .map(|(cert, key)| CertificateFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                })
+                .collect(),
+            reload_interval: Duration::from_secs_f64(self.tls_reload_secs),
+            handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_secs),
+        })
+    }
+}
+
+/// Custom domains (see `platform::settings::DomainSettings`).
+#[derive(Args, Debug)]
+pub struct DomainArgs {
+    /// Comma list of the public IP addresses the platform is reached at: what apex custom
+    /// domains' A/AAAA records must hold. Empty: apex domains cannot be added.
+    #[arg(long, env = "CLOUDRUNR_PUBLIC_IPS", default_value = "")]
+    pub public_ips: String,
+    /// DNS server (host:port) that custom-domain verification asks; the system's by default.
+    #[arg(long, env = "CLOUDRUNR_DNS_RESOLVER")]
+    pub dns_resolver: Option<SocketAddr>,
+}
+
+impl DomainArgs {
+    pub fn settings(&self) -> anyhow::Result<platform::settings::DomainSettings> {
+        let public_ips = comma_list(&self.public_ips)
+            .into_iter()
+            .map(|ip| {
+                ip.parse::<std::net::IpAddr>()
+                    .with_context(|| format!("CLOUDRUNR_PUBLIC_IPS: {ip:?} is not an IP address"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(platform::settings::DomainSettings {
+            public_ips,
+            dns_resolver: self.dns_resolver,
+        })
+    }
 }
 
 /// Log-in throttling, trusted proxies and per-account build caps (see
@@ -501,6 +663,14 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 impl Config {
     /// The settings, once the listening port is known.
     pub fn settings(self, bound: SocketAddr) -> anyhow::Result<Settings> {
+        self.settings_with_tls(bound, None)
+    }
+
+    /// The settings, once the listening ports are known: `tls_bound` is where the TLS listener
+    /// was bound (`None`: as configured). With TLS on, site URLs (and the public URL, unless set)
+    /// are `https://` on the TLS port.
+    pub fn settings_with_tls(self, bound: SocketAddr, tls_bound: Option<SocketAddr>) -> anyhow::Result<Settings> {
+        let tls = self.tls.settings(tls_bound)?;
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create the data directory {}", self.data_dir.display()))?;
         let data_dir = self.data_dir.canonicalize()?;
@@ -514,9 +684,15 @@ impl Config {
             None => persisted_key(&data_dir.join("secret-key"))?,
         };
         platform::crypto::SecretBox::new(&secret_key).context("CLOUDRUNR_SECRET_KEY")?;
+        let domain = self.domain.trim_matches('.').to_ascii_lowercase();
+        let https_port = tls.listen.map(|a| a.port()).filter(|&p| p != 443);
         let public_url = self
             .public_url
-            .unwrap_or_else(|| format!("http://{bound}"))
+            .unwrap_or_else(|| match (tls.listen, https_port) {
+                (Some(_), Some(port)) => format!("https://{domain}:{port}"),
+                (Some(_), None) => format!("https://{domain}"),
+                (None, _) => format!("http://{bound}"),
+            })
             .trim_end_matches('/')
             .to_owned();
         let github = GithubSettings {
@@ -534,13 +710,20 @@ impl Config {
         let database_url = self
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("cloudrunr.db").display()));
-        let default_port = match (self.sites_scheme.as_str(), bound.port()) {
-            ("http", 80) | ("https", 443) => None,
-            (_, p) => Some(p),
-        };
         if !matches!(self.sites_scheme.as_str(), "http" | "https") {
             anyhow::bail!("CLOUDRUNR_SITES_SCHEME must be http or https");
         }
+        // Sites are shown where they are served: over HTTPS on the TLS port once it is on.
+        let (sites_scheme, default_port) = match tls.listen {
+            Some(_) => ("https".to_owned(), https_port),
+            None => {
+                let port = match (self.sites_scheme.as_str(), bound.port()) {
+                    ("http", 80) | ("https", 443) => None,
+                    (_, p) => Some(p),
+                };
+                (self.sites_scheme, port)
+            }
+        };
         let b = self.backends;
         let artifacts = match &b.artifact_store {
             Some(raw) => ArtifactLocation::parse(raw)?,
@@ -589,8 +772,8 @@ impl Config {
             secret_key,
             github,
             sites: SitesSettings {
-                domain: self.domain.trim_matches('.').to_ascii_lowercase(),
-                scheme: self.sites_scheme,
+                domain,
+                scheme: sites_scheme,
                 port: self.sites_port.or(default_port),
             },
             git: GitHostPolicy::from_list(&self.git_allow_http_hosts).with_egress(self.build_egress_allow),
@@ -616,7 +799,10 @@ impl Config {
             log_retention: b.log_retention,
             router_cache_bytes: b.router_cache_bytes,
             accounts: self.accounts.limits()?,
+            domains: self.domains.settings()?,
             connections: b.connections.limits()?,
+            acme: self.acme.settings(tls.listen.is_some())?,
+            tls,
         })
     }
 }
@@ -700,6 +886,35 @@ fn persisted(path: &Path, min_len: usize) -> anyhow::Result<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acme_is_off_unless_asked_for_and_bad_values_say_what_is_wrong() {
+        let args = |directory: Option<&str>, email: Option<&str>| AcmeArgs {
+            acme_directory: directory.map(str::to_owned),
+            acme_email: email.map(str::to_owned),
+            acme_ca_roots: None,
+            acme_dns_hook: None,
+            acme_dns_wait_secs: 30.0,
+            acme_profile: None,
+            acme_retry_secs: 60.0,
+            acme_check_secs: 60.0,
+        };
+        let off = args(None, None).settings(true).unwrap();
+        assert!(!off.enabled, "TLS alone does not reach a CA");
+        let on = args(None, Some("ops@example.com")).settings(true).unwrap();
+        assert!(on.enabled);
+        assert_eq!(on.directory, "https://acme-v02.api.letsencrypt.org/directory");
+        let e = args(Some("https://ca.example/dir"), None).settings(false).unwrap_err();
+        assert!(e.to_string().contains("CLOUDRUNR_TLS_LISTEN"), "{e}");
+        let e = args(Some("http://ca.example/dir"), None).settings(true).unwrap_err();
+        assert!(e.to_string().contains("https://"), "{e}");
+        let e = args(None, Some("not an email")).settings(true).unwrap_err();
+        assert!(e.to_string().contains("CLOUDRUNR_ACME_EMAIL"), "{e}");
+        let mut bad = args(None, Some("ops@example.com"));
+        bad.acme_check_secs = 0.0;
+        let e = bad.settings(true).unwrap_err();
+        assert!(e.to_string().contains("CLOUDRUNR_ACME_CHECK_SECS"), "{e}");
+    }
 
     #[test]
     fn durations() {

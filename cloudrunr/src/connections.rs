@@ -208,10 +208,10 @@ where
 /// A socket with bytes already read from it put back in front, whose writes give up after
 /// `send_timeout` without progress (nginx's `send_timeout`): an answer the client does not read
 /// does not hold the connection for ever. Closed by hyper, it lingers (see [`linger`]).
-pub struct Patient {
+pub struct Patient<S: AsyncRead + Unpin + Send + 'static = TcpStream> {
     unread: Bytes,
     /// Always there until dropped.
-    stream: Option<TcpStream>,
+    stream: Option<S>,
     send_timeout: Duration,
     /// Armed while a write waits for the client.
     stall: Option<Pin<Box<Sleep>>>,
@@ -223,8 +223,8 @@ pub struct Patient {
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 32 << 20;
 
-impl Patient {
-    pub fn new(stream: TcpStream, unread: Bytes, send_timeout: Duration) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Patient<S> {
+    pub fn new(stream: S, unread: Bytes, send_timeout: Duration) -> Self {
         Self {
             unread,
             stream: Some(stream),
@@ -234,7 +234,7 @@ impl Patient {
         }
     }
 
-    fn stream(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+    fn stream(&mut self) -> io::Result<Pin<&mut S>> {
         match &mut self.stream {
             Some(stream) => Ok(Pin::new(stream)),
             None => Err(io::ErrorKind::NotConnected.into()),
@@ -259,7 +259,7 @@ impl Patient {
     }
 }
 
-impl AsyncRead for Patient {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Patient<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.unread.is_empty() {
             return self.stream()?.poll_read(cx, buf);
@@ -271,7 +271,7 @@ impl AsyncRead for Patient {
     }
 }
 
-impl AsyncWrite for Patient {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Patient<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = self.stream()?.poll_write(cx, buf);
         self.watch(cx, polled)
@@ -287,7 +287,7 @@ impl AsyncWrite for Patient {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.as_ref().is_some_and(TcpStream::is_write_vectored)
+        self.stream.as_ref().is_some_and(S::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -302,7 +302,10 @@ impl AsyncWrite for Patient {
     }
 }
 
-impl Drop for Patient {
+impl<S> Drop for Patient<S>
+where
+    S: AsyncRead + Unpin + Send + 'static,
+{
     fn drop(&mut self) {
         if !self.shut {
             return;
@@ -318,7 +321,7 @@ impl Drop for Patient {
 /// given before the body: 413, 401, a site's 405); closing with unread bytes in the socket makes
 /// the kernel reset the connection, which can destroy the answer before the client reads it.
 /// With the answer and a FIN sent, reading on lets the client see the answer and stop sending.
-async fn linger(mut stream: TcpStream) {
+async fn linger<S: AsyncRead + Unpin>(mut stream: S) {
     use tokio::io::AsyncReadExt;
     let until = Instant::now() + LINGER;
     let mut buf = [0u8; 16 * 1024];

@@ -5,8 +5,10 @@ mod build;
 mod components;
 mod config;
 mod connections;
+mod issuance;
 mod serve;
 mod server;
+mod tls;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

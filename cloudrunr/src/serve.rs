@@ -15,7 +15,8 @@ use tower::ServiceExt;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (listener, bound) = server::bind(config.listen).await?;
-    let settings = config.settings(bound)?;
+    let tls_listener = crate::tls::bind(config.tls.tls_listen).await?;
+    let settings = config.settings_with_tls(bound, tls_listener.as_ref().map(|(_, at)| *at))?;
     tracing::debug!(?settings, "starting");
 
     let db = backends::database(&settings).await?;
@@ -41,6 +42,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    let issuance = crate::issuance::Issuance::start(&settings, &db).await?;
     let github = components::github(&settings, &db).await?;
     let hooks = components::webhook_routes(&settings, &github, bus.clone());
     let state = components::api_state(&settings, db, bus, store, executor, github).await?;
@@ -56,13 +58,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sites,
         settings: site_settings,
     };
-    let app = axum::Router::new().fallback(dispatch).with_state(front);
+    let app = issuance.wrap(axum::Router::new().fallback(dispatch).with_state(front));
+    let tls_bound = tls_listener.as_ref().map(|(_, at)| *at);
+    let endpoints = crate::tls::endpoints(
+        &settings,
+        listener,
+        tls_listener,
+        app,
+        Some(fast),
+        issuance.store.clone(),
+        issuance.on_demand.clone(),
+    )?;
 
     println!("cloudrunr listening on http://{bound}");
+    if let Some(at) = tls_bound {
+        println!("  HTTPS: {at}");
+    }
     println!("  API:   http://{bound}/api   (OpenAPI: http://{bound}/api/openapi.json)");
     println!("  Sites: {}", settings.sites.url_for("<project>"));
     println!("  Data:  {}", settings.data_dir.display());
-    server::run_with_sites(listener, app, fast, &settings.connections).await
+    server::serve_endpoints(endpoints, &settings.connections).await
 }
 
 /// Keeps the embedded router's table current, before the change is reported done.
@@ -92,6 +107,10 @@ async fn dispatch(State(front): State<Front>, req: Request) -> Response {
     let host = host_of(&req);
     if let Some(label) = host.as_ref().and_then(|h| front.settings.site_label(h.as_str())) {
         return front.sites.serve(label, req).await;
+    }
+    // A verified custom domain (never under the platform's domain, so never the API's host).
+    if let Some(h) = host.as_ref().filter(|h| front.sites.is_custom_host(h.as_str())) {
+        return front.sites.serve_custom(h.as_str(), req).await;
     }
     match front.api.oneshot(req).await {
         Ok(resp) => resp,

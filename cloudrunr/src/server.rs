@@ -3,15 +3,18 @@
 use crate::connections::{self, Patient};
 use anyhow::Context;
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, header};
 use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use platform::connection_limits::ConnectionLimits;
+use router::tls::{Protocol, TlsEdge};
 use router::wire::slots::{Admitted, Connections};
-use router::wire::{Ended, SiteConnections};
+use router::wire::{Ended, SiteConnections, Transport};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,44 +35,91 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)>
     Ok((listener, bound))
 }
 
-/// Serves `app` until SIGINT or SIGTERM, every connection held to `limits` (see [`serve_connections`]).
+/// Serves `app` until SIGINT or SIGTERM, every connection held to `limits` (see [`serve_endpoints`]).
 pub async fn run(listener: TcpListener, app: axum::Router, limits: &ConnectionLimits) -> anyhow::Result<()> {
-    serve_connections(listener, app, None, limits).await
+    serve_endpoints(vec![Endpoint::plain(listener, app, None)], limits).await
 }
 
-/// Serves `app` until SIGINT or SIGTERM, with site requests answered on the fast path.
-///
-/// Each connection starts with [`SiteConnections::serve`], which answers the plain site requests
-/// (`GET`/`HEAD` for a Host under the sites domain) itself; at the first request that is anything
-/// else it hands the connection back, and `app` — through hyper, HTTP/1 or HTTP/2 — serves it
-/// from that request on, with the bytes already read put back in front of the socket. `app`
-/// must answer site requests too (it gets the ones the fast path hands off): it does, through
-/// the same [`router::Sites::answer`].
-pub async fn run_with_sites(
+/// One listening socket and how its connections are served.
+pub struct Endpoint {
     listener: TcpListener,
     app: axum::Router,
-    sites: SiteConnections,
-    limits: &ConnectionLimits,
-) -> anyhow::Result<()> {
-    serve_connections(listener, app, Some(sites), limits).await
+    sites: Option<SiteConnections>,
+    /// TLS is spoken on this socket.
+    tls: Option<Arc<TlsEdge>>,
 }
 
-/// The accept loop both paths share.
+impl Endpoint {
+    /// Plain HTTP, site requests on the fast path when `sites` is given.
+    ///
+    /// Each connection then starts with [`SiteConnections::serve`], which answers the plain site
+    /// requests (`GET`/`HEAD` for a Host under the sites domain) itself; at the first request
+    /// that is anything else it hands the connection back, and `app` — through hyper, HTTP/1 or
+    /// HTTP/2 — serves it from that request on, with the bytes already read put back in front
+    /// of the socket. `app` must answer site requests too (it gets the ones the fast path hands
+    /// off): it does, through the same [`router::Sites::answer`].
+    pub fn plain(listener: TcpListener, app: axum::Router, sites: Option<SiteConnections>) -> Self {
+        Self {
+            listener,
+            app,
+            sites,
+            tls: None,
+        }
+    }
+
+    /// HTTPS: each connection's handshake first, then HTTP/1.1 (with the site fast path when
+    /// `sites` is given) or HTTP/2 as ALPN chose. Requests reach `app` as over plain HTTP,
+    /// marked [`router::tls::Https`], with a `Host` header even over HTTP/2 (from `:authority`).
+    pub fn tls(listener: TcpListener, app: axum::Router, sites: Option<SiteConnections>, tls: Arc<TlsEdge>) -> Self {
+        let app = app
+            .layer(axum::middleware::map_request(host_from_authority))
+            .layer(axum::Extension(router::tls::Https));
+        Self {
+            listener,
+            app,
+            sites,
+            tls: Some(tls),
+        }
+    }
+}
+
+/// HTTP/2 names the host in `:authority` only; what reads `Host` (the dashboard's same-origin
+/// check, for one) reads it there.
+async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
+    if !req.headers().contains_key(header::HOST)
+        && let Some(value) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, value);
+    }
+    req
+}
+
+/// What every connection of every endpoint shares.
+struct Shared {
+    open: Connections,
+    cap: usize,
+    limits: Arc<ConnectionLimits>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Serves every endpoint until SIGINT or SIGTERM.
 ///
 /// Accepted connections get `TCP_NODELAY`: a response goes out as soon as it is written, rather
 /// than waiting (Nagle's algorithm) for the acknowledgement of the previous segment — which,
 /// against a client's delayed ACKs, can hold a streamed body's first chunk back for 40 ms.
 ///
-/// Every connection takes a place among [`ConnectionLimits::max_connections`] (lowered to fit the
-/// open-file limit); at the cap the connection idle the longest is closed to make room, and a
-/// new one is closed at once only when all are busy. Each is then bounded in time: see
+/// Every connection, of whichever endpoint, takes a place among
+/// [`ConnectionLimits::max_connections`] (lowered to fit the open-file limit); at the cap the
+/// connection idle the longest is closed to make room, and a new one is closed at once only
+/// when all are busy. A TLS connection holds its place from its accept: its handshake has
+/// [`TlsEdge`]'s timeout and counts as idle (it may be shed). Each is then bounded in time: see
 /// [`General::serve`] and [`SiteConnections::serve`].
-async fn serve_connections(
-    listener: TcpListener,
-    app: axum::Router,
-    sites: Option<SiteConnections>,
-    limits: &ConnectionLimits,
-) -> anyhow::Result<()> {
+pub async fn serve_endpoints(endpoints: Vec<Endpoint>, limits: &ConnectionLimits) -> anyhow::Result<()> {
     let cap = limits.effective_max_connections(connections::open_files_limit());
     if cap < limits.max_connections {
         tracing::warn!(
@@ -78,15 +128,35 @@ async fn serve_connections(
             limits.max_connections
         );
     }
-    let open = Connections::new(cap);
-    let limits = Arc::new(limits.clone());
-    let builder = Arc::new(connections::http_builder(&limits));
-    let shutdown = cancelled_on_signal();
-    let tasks = TaskTracker::new();
+    let shared = Arc::new(Shared {
+        open: Connections::new(cap),
+        cap,
+        limits: Arc::new(limits.clone()),
+        builder: Arc::new(connections::http_builder(limits)),
+        shutdown: cancelled_on_signal(),
+        tasks: TaskTracker::new(),
+    });
+    let loops: Vec<_> = endpoints
+        .into_iter()
+        .map(|endpoint| tokio::spawn(accept_loop(endpoint, shared.clone())))
+        .collect();
+    for accepting in loops {
+        accepting.await.context("an accept loop failed")?;
+    }
+    shared.tasks.close();
+    // Live log streams never end by themselves: give requests in flight a moment, then close.
+    if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait()).await.is_err() {
+        tracing::info!("closing connections still open after {SHUTDOWN_GRACE:?}");
+    }
+    Ok(())
+}
+
+/// Accepts connections on one endpoint until shutdown.
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
     let (mut refused, mut last_warned) = (0u64, None);
     loop {
         let (mut tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = endpoint.listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, most likely: let connections end before the next.
@@ -95,52 +165,85 @@ async fn serve_connections(
                     continue;
                 }
             },
-            () = shutdown.cancelled() => break,
+            () = shared.shutdown.cancelled() => break,
         };
-        let Some(slot) = open.admit() else {
+        let Some(slot) = shared.open.admit() else {
             // Once a minute at most: a flood would otherwise fill the log as well.
             refused += 1;
             if last_warned.is_none_or(|at: Instant| at.elapsed() >= REFUSAL_WARNING) {
                 tracing::warn!(
-                    "closed {refused} new connection(s), the last from {peer}: all {cap} connections are busy"
+                    "closed {refused} new connection(s), the last from {peer}: all {} connections are busy",
+                    shared.cap
                 );
                 (refused, last_warned) = (0, Some(Instant::now()));
             }
             continue;
         };
         no_delay(&mut tcp);
-        let (app, sites, shutdown) = (app.clone(), sites.clone(), shutdown.clone());
-        let (limits, builder) = (limits.clone(), builder.clone());
-        tasks.spawn(async move {
-            let (stream, unread) = match sites {
-                Some(sites) => {
-                    let ended = tokio::select! {
-                        ended = sites.serve(tcp, &shutdown, &slot) => ended,
-                        // Only idle connections are shed: nothing is cut short.
-                        () = slot.shed() => return,
+        let (app, sites, tls) = (endpoint.app.clone(), endpoint.sites.clone(), endpoint.tls.clone());
+        let connection = Connection {
+            shared: shared.clone(),
+            slot,
+            peer,
+        };
+        shared.tasks.spawn(async move {
+            match tls {
+                None => connection.serve(tcp, sites, app).await,
+                Some(tls) => {
+                    let accepted = tokio::select! {
+                        accepted = tls.accept(tcp) => accepted,
+                        () = connection.slot.shed() => return,
+                        () = connection.shared.shutdown.cancelled() => return,
                     };
-                    match ended {
-                        Ended::HandOff { stream, unread } => (stream, unread),
-                        Ended::Closed => return,
+                    match accepted {
+                        // The fast path speaks HTTP/1.1 only.
+                        Ok((stream, Protocol::Http2)) => connection.serve(stream, None, app).await,
+                        Ok((stream, Protocol::Http1)) => connection.serve(stream, sites, app).await,
+                        Err(e) => tracing::debug!("no TLS connection with {peer}: {e}"),
                     }
                 }
-                None => (tcp, Bytes::new()),
-            };
-            let general = General {
-                builder: &builder,
-                slot: &slot,
-                limits: &limits,
-                shutdown: &shutdown,
-            };
-            general.serve(stream, unread, peer, app).await;
+            }
         });
     }
-    tasks.close();
-    // Live log streams never end by themselves: give requests in flight a moment, then close.
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
-        tracing::info!("closing connections still open after {SHUTDOWN_GRACE:?}");
+}
+
+/// One accepted connection, holding its place among the open ones.
+struct Connection {
+    shared: Arc<Shared>,
+    slot: Admitted,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Serves the connection: on the site fast path while it can, then through hyper.
+    async fn serve<S: Transport + AsyncWrite + 'static>(
+        self,
+        stream: S,
+        sites: Option<SiteConnections>,
+        app: axum::Router,
+    ) {
+        let (stream, unread) = match sites {
+            Some(sites) => {
+                let ended = tokio::select! {
+                    ended = sites.serve(stream, &self.shared.shutdown, &self.slot) => ended,
+                    // Only idle connections are shed: nothing is cut short.
+                    () = self.slot.shed() => return,
+                };
+                match ended {
+                    Ended::HandOff { stream, unread } => (stream, unread),
+                    Ended::Closed => return,
+                }
+            }
+            None => (stream, Bytes::new()),
+        };
+        let general = General {
+            builder: &self.shared.builder,
+            slot: &self.slot,
+            limits: &self.shared.limits,
+            shutdown: &self.shared.shutdown,
+        };
+        general.serve(stream, unread, self.peer, app).await;
     }
-    Ok(())
 }
 
 /// What serving one connection through hyper needs.
@@ -159,7 +262,13 @@ impl General<'_> {
     /// answers may not wait for ever on the client ([`connections`]). Here: a connection with no
     /// request in flight for [`ConnectionLimits::idle_timeout`] is shut down (HTTP/2: `GOAWAY`),
     /// one shed to make room is closed at once, and at shutdown requests in flight may finish.
-    async fn serve(self, stream: TcpStream, unread: Bytes, peer: SocketAddr, app: axum::Router) {
+    async fn serve<S: Transport + AsyncWrite + 'static>(
+        self,
+        stream: S,
+        unread: Bytes,
+        peer: SocketAddr,
+        app: axum::Router,
+    ) {
         let app = app.layer(axum::Extension(ConnectInfo(peer)));
         let service = connections::service(app, self.slot.slot(), self.limits.clone());
         let io = TokioIo::new(Patient::new(stream, unread, self.limits.send_timeout));

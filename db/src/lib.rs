@@ -98,7 +98,10 @@ pub struct Database {
     build_caps: BuildCaps,
 }
 
+mod acme;
+mod certificates;
 mod deployments;
+mod domains;
 mod executions;
 mod github;
 mod logins;
@@ -106,7 +109,10 @@ mod logs;
 mod projects;
 mod timescale;
 mod users;
+pub use acme::{IssuanceState, OrderCounts, OrderOutcome};
+pub use certificates::StoredCertificate;
 pub use deployments::NewDeployment;
+pub use domains::RoutedDomain;
 pub use github::{CheckUpdate, Delivery, InstallationRecord, RepositoryRecord, StoredApp};
 pub use logins::LoginAttempt;
 pub use projects::{NewProject, ProjectUpdate, Route};

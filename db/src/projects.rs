@@ -96,6 +96,17 @@ impl Database {
         Ok(out)
     }
 
+    /// Turns HSTS on or off for the project's hosts.
+    pub async fn set_project_hsts(&self, id: &ProjectId, hsts: bool) -> Result<()> {
+        sqlx::query("UPDATE projects SET hsts = $2, updated_at = $3 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(i64::from(hsts))
+            .bind(Timestamp::now().millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn update_project(&self, id: &ProjectId, update: ProjectUpdate) -> Result<Project> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -202,7 +213,7 @@ impl Database {
     /// Every project's site: slug, production deployment, and the newest ready preview of each
     /// other branch.
     pub async fn routes(&self) -> Result<Vec<Route>> {
-        let rows = sqlx::query("SELECT id, slug, production_deployment_id FROM projects")
+        let rows = sqlx::query("SELECT id, slug, production_deployment_id, hsts FROM projects")
             .fetch_all(&self.pool)
             .await?;
         let mut routes: Vec<Route> = rows.iter().map(route_from_row).collect::<Result<_>>()?;
@@ -216,7 +227,7 @@ impl Database {
     }
 
     pub async fn route(&self, project: &ProjectId) -> Result<Option<Route>> {
-        let row = sqlx::query("SELECT id, slug, production_deployment_id FROM projects WHERE id = $1")
+        let row = sqlx::query("SELECT id, slug, production_deployment_id, hsts FROM projects WHERE id = $1")
             .bind(project.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -324,6 +335,7 @@ impl Database {
                 .try_get::<Option<String>, _>("production_deployment_id")?
                 .map(|d| parse_id(d, DeploymentId::parse))
                 .transpose()?,
+            hsts: r.try_get::<i64, _>("hsts")? != 0,
             created_at: Timestamp::from_millis(r.try_get("created_at")?),
             updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
         })
@@ -340,6 +352,8 @@ pub struct Route {
     pub previews: Vec<(BranchName, DeploymentId)>,
     /// Every ready deployment, each served at its own `<short id>--<slug>`.
     pub ready: Vec<DeploymentId>,
+    /// HTTPS answers carry `Strict-Transport-Security`.
+    pub hsts: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -366,8 +380,8 @@ pub struct ProjectUpdate {
 }
 
 const PROJECT_SELECT: &str = "SELECT id, owner_id, slug, name, git_url, branch, root_dir, framework, install_command, \
-     build_command, output_dir, github_repo_id, github_full_name, production_deployment_id, created_at, updated_at \
-     FROM projects";
+     build_command, output_dir, github_repo_id, github_full_name, production_deployment_id, hsts, created_at, \
+     updated_at FROM projects";
 
 fn route_from_row(r: &AnyRow) -> Result<Route> {
     Ok(Route {
@@ -379,5 +393,6 @@ fn route_from_row(r: &AnyRow) -> Result<Route> {
             .transpose()?,
         previews: Vec::new(),
         ready: Vec::new(),
+        hsts: r.try_get::<i64, _>("hsts")? != 0,
     })
 }

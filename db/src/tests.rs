@@ -501,6 +501,25 @@ async fn the_first_user_is_the_admin() {
 }
 
 #[tokio::test]
+async fn hsts_is_off_until_a_project_turns_it_on_and_routes_carry_it() {
+    for (_dir, db) in databases().await {
+        let ann = user(&db, "ann@example.com").await;
+        let p = project(&db, &ann, "site").await;
+        let other = project(&db, &ann, "other").await;
+        assert!(!p.hsts);
+        assert!(!db.route(&p.id).await.unwrap().unwrap().hsts);
+        db.set_project_hsts(&p.id, true).await.unwrap();
+        assert!(db.project(&p.id).await.unwrap().unwrap().hsts);
+        assert!(db.route(&p.id).await.unwrap().unwrap().hsts);
+        let routes = db.routes().await.unwrap();
+        assert!(routes.iter().any(|r| r.project_id == p.id && r.hsts));
+        assert!(routes.iter().any(|r| r.project_id == other.id && !r.hsts));
+        db.set_project_hsts(&p.id, false).await.unwrap();
+        assert!(!db.route(&p.id).await.unwrap().unwrap().hsts);
+    }
+}
+
+#[tokio::test]
 async fn routes_carry_the_newest_ready_preview_per_branch() {
     for (_dir, db) in databases().await {
         let ann = user(&db, "ann@example.com").await;
@@ -1052,3 +1071,6 @@ async fn postgres_schema_mirrors_sqlite() {
         .unwrap();
     assert!((now - Timestamp::now().millis()).abs() < 60_000, "{now}");
 }
+
+#[path = "domains_tests.rs"]
+mod domains_tests;

@@ -12,6 +12,7 @@ pub mod bus;
 pub mod byte_size;
 pub mod connection_limits;
 pub mod crypto;
+pub mod domain;
 pub mod egress;
 pub mod executor;
 pub mod framework;

@@ -158,6 +158,9 @@ pub struct Project {
     /// The GitHub repository the project deploys from, when it is linked to one.
     pub github: Option<GithubLink>,
     pub production_deployment_id: Option<DeploymentId>,
+    /// HTTPS answers for the project's hosts carry `Strict-Transport-Security` (opt-in: once a
+    /// browser has seen it, the hosts are unreachable over plain HTTP for a year).
+    pub hsts: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -63,6 +63,101 @@ pub struct Settings {
     pub connections: crate::connection_limits::ConnectionLimits,
     /// Log-in throttling, the proxies trusted to name clients, and per-account build caps.
     pub accounts: AccountLimits,
+    /// Custom domains: the public addresses apex domains point at, and the resolver that checks
+    /// their DNS records.
+    pub domains: DomainSettings,
+    /// The TLS listener and the platform's certificate files (off unless configured).
+    pub tls: TlsSettings,
+    /// Certificates from ACME (off unless configured).
+    pub acme: AcmeSettings,
+}
+
+/// Certificates from an ACME CA for verified custom domains (HTTP-01) and the platform's
+/// wildcard (DNS-01 through a hook). On only with the TLS listener and `CLOUDRUNR_ACME_DIRECTORY`
+/// or `CLOUDRUNR_ACME_EMAIL` set, so that no configuration reaches a CA by surprise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    pub enabled: bool,
+    /// `CLOUDRUNR_ACME_DIRECTORY` (default Let's Encrypt production).
+    pub directory: String,
+    /// `CLOUDRUNR_ACME_EMAIL`: the account's contact.
+    pub email: Option<String>,
+    /// `CLOUDRUNR_ACME_CA_ROOTS`: a PEM file of extra roots trusted for the CA's HTTPS.
+    pub ca_roots: Option<PathBuf>,
+    /// `CLOUDRUNR_ACME_DNS_HOOK`: `HOOK set|clear <fqdn> <value>` publishes DNS-01 records.
+    pub dns_hook: Option<PathBuf>,
+    /// `CLOUDRUNR_ACME_DNS_WAIT_SECS` (default 30): the wait between the hook's `set` and asking
+    /// the CA to validate.
+    pub dns_propagation: Duration,
+    /// `CLOUDRUNR_ACME_PROFILE`: the certificate profile asked for; the CA's default when unset.
+    pub profile: Option<String>,
+    /// `CLOUDRUNR_ACME_RETRY_SECS` (default 60): the wait after a first failure, doubled per
+    /// failure in a row.
+    pub retry_base: Duration,
+    /// `CLOUDRUNR_ACME_CHECK_SECS` (default 60): how often verified domains without a certificate
+    /// and certificates due for renewal are looked for, and new certificates loaded.
+    pub check_interval: Duration,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            directory: "https://acme-v02.api.letsencrypt.org/directory".to_owned(),
+            email: None,
+            ca_roots: None,
+            dns_hook: None,
+            dns_propagation: Duration::from_secs(30),
+            profile: None,
+            retry_base: Duration::from_secs(60),
+            check_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// HTTPS at the edge: where the TLS listener is, and the certificates read from files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The TLS listener's address (`CLOUDRUNR_TLS_LISTEN`); `None` serves plain HTTP only.
+    pub listen: Option<SocketAddr>,
+    /// Certificate chains and their keys, PEM (`CLOUDRUNR_TLS_CERT`, `CLOUDRUNR_TLS_KEY`, comma
+    /// lists of the same length). Each is served for the names it covers; the first is also the
+    /// default certificate, for clients naming no host or one no certificate covers.
+    pub files: Vec<CertificateFiles>,
+    /// How often the files are checked for changes (`CLOUDRUNR_TLS_RELOAD_SECS`, default 5 s).
+    pub reload_interval: Duration,
+    /// How long a TLS handshake may take from the connection's accept
+    /// (`CLOUDRUNR_TLS_HANDSHAKE_TIMEOUT_SECS`, default 10 s).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            files: Vec::new(),
+            reload_interval: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Custom domains (see [`crate::domain`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainSettings {
+    /// The addresses the platform is reached at from the internet (`CLOUDRUNR_PUBLIC_IPS`): what
+    /// an apex domain's A/AAAA records must hold. Empty: apex domains cannot be added.
+    pub public_ips: Vec<std::net::IpAddr>,
+    /// The DNS server verification asks (`CLOUDRUNR_DNS_RESOLVER`, `host:port`); `None` is the
+    /// system's (`/etc/resolv.conf`).
+    pub dns_resolver: Option<SocketAddr>,
 }
 
 /// What keeps one account or one client from taking more than its share: log-in throttling,

@@ -6,6 +6,7 @@
 //! object from the artifact store. Tables are swapped whole, so a request sees either the old or
 //! the new deployment, never a mix.
 
+pub mod acme_challenge;
 mod assets;
 pub mod cache;
 mod encoding;
@@ -16,6 +17,7 @@ mod resolve;
 mod respond;
 mod rules;
 mod table;
+pub mod tls;
 mod watcher;
 pub mod wire;
 
@@ -27,7 +29,7 @@ use arc_swap::ArcSwap;
 use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use db::{Database, Route};
 use futures::StreamExt;
 use platform::artifacts::{ArtifactStore, Manifest};
@@ -95,6 +97,7 @@ impl Sites {
     pub async fn load(&self) -> Result<(), RouterError> {
         let _update = self.inner.updates.lock().await;
         let routes = self.inner.db.routes().await?;
+        let mut domains = self.inner.db.routed_domains(None).await?;
         let current = self.inner.table.load_full();
         let loaded: Vec<(Route, Result<Content, RouterError>)> = futures::stream::iter(routes)
             .map(|route| {
@@ -118,12 +121,15 @@ impl Sites {
             });
             let previews = self.previews_for(&route, &current).await;
             let ready = ready_ids(&route);
+            let domains = domains.remove(&route.project_id).unwrap_or_default();
             sites.push(Site {
+                hsts: route.hsts,
                 project_id: route.project_id,
                 slug: route.slug,
                 content,
                 previews,
                 ready,
+                domains,
             });
         }
         let table = Table::from_sites(sites);
@@ -146,7 +152,10 @@ impl Sites {
                 let content = self.content_for(&route, &current).await?;
                 let previews = self.previews_for(&route, &current).await;
                 let ready = ready_ids(&route);
+                let domains = self.inner.db.routed_domains(Some(project)).await?;
                 Some(Site {
+                    hsts: route.hsts,
+                    domains: domains.into_values().flatten().collect(),
                     project_id: route.project_id,
                     slug: route.slug,
                     content,
@@ -206,12 +215,57 @@ impl Sites {
     /// [`wire::SiteConnections`]) calls, so a site answers the same whichever way it is reached.
     pub async fn answer(&self, label: &str, req: &Parts) -> Response {
         let mut response = self.serve_site(label, req).await;
+        // HSTS only over HTTPS (RFC 6797 §7.2), and only for a project that asked for it.
+        if req.extensions.get::<tls::Https>().is_some() && self.hsts_for_label(label) {
+            response.headers_mut().insert(
+                axum::http::header::STRICT_TRANSPORT_SECURITY,
+                axum::http::HeaderValue::from_static(tls::HSTS),
+            );
+        }
         // Previews and deployments' own hostnames are not for search engines: every answer under
         // them says so, error pages and redirects included.
         if label.contains("--") {
             response
                 .headers_mut()
                 .insert("x-robots-tag", axum::http::HeaderValue::from_static("noindex"));
+        }
+        response
+    }
+
+    /// Whether the project of the site label `label` (production, preview or a deployment's own)
+    /// opted in to HSTS.
+    fn hsts_for_label(&self, label: &str) -> bool {
+        let slug = label.split_once("--").map_or(label, |(_, slug)| slug);
+        self.inner.table.load().lookup(slug).is_some_and(|site| site.hsts)
+    }
+
+    /// Whether `host` (a Host header, port allowed) is a verified custom domain of some project.
+    pub fn is_custom_host(&self, host: &str) -> bool {
+        let name = custom_name(host);
+        self.inner.table.load().custom(&name).is_some()
+    }
+
+    /// Answers a request for a verified custom domain: its project's production site, or a
+    /// `308` to the other half of a `www` ↔ apex pair when the domain redirects. An unknown host
+    /// gets the "no site" page.
+    pub async fn serve_custom(&self, host: &str, req: Request) -> Response {
+        let (req, _) = req.into_parts();
+        let head = req.method == Method::HEAD;
+        let name = custom_name(host);
+        let site = match self.inner.table.load().custom(&name) {
+            None => return respond::page(StatusCode::NOT_FOUND, Page::NoSite, head),
+            Some(table::Custom::Redirect(target)) => return redirect_to_host(target.as_str(), host, &req, head),
+            Some(table::Custom::Site(site)) => Arc::clone(site),
+        };
+        if req.method != Method::GET && !head {
+            return respond::page(StatusCode::METHOD_NOT_ALLOWED, Page::MethodNotAllowed, false);
+        }
+        let mut response = self.serve_production(&site, &req, head, &name).await;
+        if site.hsts && req.extensions.get::<tls::Https>().is_some() {
+            response.headers_mut().insert(
+                axum::http::header::STRICT_TRANSPORT_SECURITY,
+                axum::http::HeaderValue::from_static(tls::HSTS),
+            );
         }
         response
     }
@@ -248,6 +302,11 @@ impl Sites {
             };
             return self.respond(&manifest, req, head, label).await;
         }
+        self.serve_production(&site, req, head, label).await
+    }
+
+    /// Answers from the site's production deployment.
+    async fn serve_production(&self, site: &Site, req: &Parts, head: bool, label: &str) -> Response {
         let manifest = match &site.content {
             Content::Live(manifest) => Arc::clone(manifest),
             Content::NotDeployed => {
@@ -365,6 +424,37 @@ impl Sites {
             });
         }
         Ok(manifest)
+    }
+}
+
+/// A Host header's name as custom domains are stored: lowercase, without port or trailing dot.
+fn custom_name(host: &str) -> String {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A `308` to the same path on `target`, keeping the port the request came to. The location
+/// has no scheme (`//host/path`): the client stays on the scheme it used.
+fn redirect_to_host(target: &str, host: &str, req: &Parts, head: bool) -> Response {
+    let port = host
+        .rsplit_once(':')
+        .filter(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, p)| p);
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = match port {
+        Some(port) => format!("//{target}:{port}{path}"),
+        None => format!("//{target}{path}"),
+    };
+    match axum::http::HeaderValue::from_str(&location) {
+        Ok(value) => {
+            let mut response = StatusCode::PERMANENT_REDIRECT.into_response();
+            response.headers_mut().insert(axum::http::header::LOCATION, value);
+            response
+        }
+        Err(_) => respond::page(StatusCode::BAD_REQUEST, Page::BadPath, head),
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod dns;
 pub mod git_server;
 pub mod github;
 pub mod memory;

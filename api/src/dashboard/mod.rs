@@ -8,6 +8,7 @@
 mod account_pages;
 mod auth_pages;
 mod deployment_pages;
+mod domain_pages;
 mod project_pages;
 pub(crate) mod session;
 mod text;
@@ -40,6 +41,9 @@ pub fn routes(state: AppState) -> Router {
         .route("/projects/{slug}/deploy", post(project_pages::deploy))
         .route("/projects/{slug}/settings", post(project_pages::settings))
         .route("/projects/{slug}/delete", post(project_pages::delete))
+        .route("/projects/{slug}/domains", post(domain_pages::add))
+        .route("/projects/{slug}/domains/{name}/verify", post(domain_pages::verify))
+        .route("/projects/{slug}/domains/{name}/delete", post(domain_pages::remove))
         .route("/deployments/{id}", get(deployment_pages::show))
         .route("/deployments/{id}/cancel", post(deployment_pages::cancel))
         .route("/deployments/{id}/promote", post(deployment_pages::promote))
@@ -92,7 +96,14 @@ impl Flash {
     /// The message a redirect asked for with `?done=…` (a fixed set: nothing from the URL is
     /// shown as is).
     pub(crate) fn done(code: Option<&str>) -> Option<Flash> {
-        let text = match code? {
+        let code = code?;
+        if let Some((kind, text)) = domain_pages::done_text(code) {
+            return Some(Flash {
+                kind,
+                text: text.into(),
+            });
+        }
+        let text = match code {
             "saved" => "Settings saved.",
             "promoted" => "The site now serves this deployment.",
             "canceled" => "The build is being canceled.",

@@ -328,6 +328,7 @@ pub(crate) struct ProjectHead {
     source: String,
     branch: String,
     deployed: bool,
+    hsts: bool,
 }
 
 pub(crate) struct DeploymentRow {
@@ -360,6 +361,7 @@ struct ShowPage {
     frameworks: Vec<(&'static str, &'static str)>,
     build: BuildView,
     existing_env: Vec<String>,
+    domains: Vec<super::domain_pages::DomainRow>,
 }
 
 /// How long a deployment took (or has taken so far).
@@ -424,9 +426,11 @@ pub(crate) async fn show(
         .map(|(i, d)| deployment_row(d, production, production_number, count - i as u64))
         .collect();
     let b = &project.build;
+    let domains = super::domain_pages::rows(&state, &project).await;
     render(
         StatusCode::OK,
         ShowPage {
+            domains,
             nav,
             flash: Flash::done(q.done.as_deref()),
             csrf: session.csrf.clone(),
@@ -437,6 +441,7 @@ pub(crate) async fn show(
                 source: source_label(&project),
                 branch: project.branch.to_string(),
                 deployed: production.is_some(),
+                hsts: project.hsts,
             },
             deployments: rows,
             frameworks: frameworks(),
@@ -504,6 +509,7 @@ pub(crate) async fn settings(
         build_command: optional("build_command"),
         output_dir: optional("output_dir"),
         env: Some(env_from(&form)),
+        hsts: Some(form.get("hsts") == Some("1")),
         ..PatchProject::default()
     };
     match update_project(&state, project, req).await {

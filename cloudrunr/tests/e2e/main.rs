@@ -2,9 +2,11 @@
 //! `test_support::cloudrunr_bin`) against git servers, a headless Chromium and a GitHub
 //! stand-in from the `test-support` crate.
 
+mod acme;
 mod api;
 mod dashboard;
 mod deploy;
+mod domains;
 mod github;
 mod openapi;
 mod scale;
@@ -16,3 +18,4 @@ mod security_quotas;
 mod security_webhook;
 mod serving;
 mod site_rules;
+mod tls;

@@ -38,6 +38,7 @@ fn minimal_body(method: &str, template: &str) -> Option<Value> {
         ("POST", "/api/projects") => Some(json!({ "name": "Spec Check", "git_url": "ftp://example.com/repo.git" })),
         ("PATCH", "/api/projects/{slug}") => Some(json!({ "name": "Renamed" })),
         ("POST", "/api/projects/{slug}/deployments") => Some(json!({})),
+        ("POST", "/api/projects/{slug}/domains") => Some(json!({ "name": "shop.example.com" })),
         // Answers a link; GitHub is not contacted.
         ("POST", "/api/admin/github/connect") => Some(json!({ "organization": "spec-check" })),
         _ => None,
@@ -308,7 +309,10 @@ async fn served_spec(p: &Platform) -> Spec {
 }
 
 fn fill(template: &str) -> String {
-    template.replace("{id}", NO_ID).replace("{slug}", NO_SLUG)
+    template
+        .replace("{id}", NO_ID)
+        .replace("{slug}", NO_SLUG)
+        .replace("{name}", "no-such.example.com")
 }
 
 /// Every (METHOD, path template) `api::router` registers: the `.route(…)` calls in the body of
@@ -877,6 +881,56 @@ async fn answers_on_real_objects_match_the_documented_schemas() {
         );
         assert_eq!(code(&body), want, "{body}");
     }
+
+    // Custom domains (no verification here: it would ask the system's resolver).
+    let domains = "/api/projects/{slug}/domains";
+    let domains_path = format!("{slug_path}/domains");
+    let added = call!(
+        POST,
+        domains,
+        domains_path,
+        t,
+        Some(json!({ "name": "Shop.Example.COM" })),
+        StatusCode::CREATED
+    );
+    assert_eq!(added["domain"]["name"], "shop.example.com");
+    assert_eq!(added["domain"]["state"], "pending_verification");
+    assert_eq!(added["domain"]["records"][1]["value"], "docs-site.localhost");
+    let body = call!(
+        POST,
+        domains,
+        domains_path,
+        t,
+        Some(json!({ "name": "shop.example.com" })),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(code(&body), "domain_exists");
+    for (request, want) in [
+        (json!({ "name": "1.2.3.4" }), "invalid_domain"),
+        (json!({ "name": "x.docs-site.localhost" }), "invalid_domain"),
+        (json!({ "name": "example.com" }), "apex_needs_public_ips"),
+        (
+            json!({ "name": "www.example.com", "redirect_to": "example.com" }),
+            "invalid_redirect",
+        ),
+        (json!({ "domain": "x.example.com" }), "invalid_request"),
+    ] {
+        let body = call!(
+            POST,
+            domains,
+            domains_path,
+            t,
+            Some(request),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(code(&body), want, "{body}");
+    }
+    call!(GET, domains, domains_path, t, None, StatusCode::OK);
+    let one = "/api/projects/{slug}/domains/{name}";
+    let one_path = format!("{domains_path}/shop.example.com");
+    call!(GET, one, one_path, t, None, StatusCode::OK);
+    call!(DELETE, one, one_path, t, None, StatusCode::NO_CONTENT);
+    call!(GET, one, one_path, t, None, StatusCode::NOT_FOUND);
 
     // Body problems, sent raw: not JSON, and JSON that does not parse.
     for (content_type, raw, want, code_want) in [

@@ -3,14 +3,13 @@
 
 use super::kept::Keep;
 use super::slots::Slot;
-use super::write::{write_cached, write_response};
+use super::write::{Transport, write_cached, write_response};
 use super::{Ended, MAX_HEAD, SiteConnections};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, Uri, Version};
 use bytes::{Buf, Bytes, BytesMut};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -42,13 +41,16 @@ impl Head<'_> {
     }
 
     /// The request, for [`Sites::answer`](crate::Sites::answer); `None` for a target that is not a valid URI.
-    fn parts(&self) -> Option<axum::http::request::Parts> {
+    fn parts(&self, https: bool) -> Option<axum::http::request::Parts> {
         let uri = Uri::from_maybe_shared(Bytes::copy_from_slice(self.target.as_bytes())).ok()?;
         let mut request = Request::new(());
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = self.read.to_map()?;
+        if https {
+            request.extensions_mut().insert(crate::tls::Https);
+        }
         Some(request.into_parts().0)
     }
 }
@@ -101,7 +103,7 @@ impl<'b> ReadHeaders<'b> {
 impl SiteConnections {
     /// Answers requests on `stream` for as long as they are site requests of the common shape.
     /// `slot` is told when a request is in flight (the connection is not idle then).
-    pub async fn serve(&self, mut stream: TcpStream, shutdown: &CancellationToken, slot: &Slot) -> Ended {
+    pub async fn serve<S: Transport>(&self, mut stream: S, shutdown: &CancellationToken, slot: &Slot) -> Ended<S> {
         let limits = &*self.limits;
         let mut buf = BytesMut::with_capacity(4096);
         let mut out = Vec::with_capacity(1024);
@@ -160,7 +162,8 @@ impl SiteConnections {
                 key.extend_from_slice(head.read.accept_encoding().unwrap_or_default());
                 if let Some(answer) = self.answers.get(&key, generation) {
                     buf.advance(len);
-                    let written = write_cached(&stream, &mut out, &answer, is_head, close, limits.send_timeout).await;
+                    let written =
+                        write_cached(&mut stream, &mut out, &answer, is_head, close, limits.send_timeout).await;
                     if written.is_err() || close {
                         return Ended::Closed;
                     }
@@ -168,7 +171,7 @@ impl SiteConnections {
                     continue;
                 }
             }
-            let Some(parts) = head.parts() else {
+            let Some(parts) = head.parts(self.https) else {
                 drop(busy);
                 return hand_off(stream, buf);
             };
@@ -179,7 +182,16 @@ impl SiteConnections {
                 generation,
                 dir: &self.answer_dir,
             });
-            let written = write_response(&stream, &mut out, response, is_head, close, keep, limits.send_timeout).await;
+            let written = write_response(
+                &mut stream,
+                &mut out,
+                response,
+                is_head,
+                close,
+                keep,
+                limits.send_timeout,
+            )
+            .await;
             buf.advance(len);
             if written.is_err() || close {
                 return Ended::Closed;
@@ -211,6 +223,10 @@ impl SiteConnections {
         };
         // Origin form only; an absolute URI names its host itself.
         if !target.starts_with('/') {
+            return Parsed::HandOff;
+        }
+        // HTTP-01 checks are answered in front of the sites, by the general server.
+        if target.starts_with(crate::tls::redirect::ACME_CHALLENGE_PREFIX) {
             return Parsed::HandOff;
         }
         let mut host = None;
@@ -257,6 +273,9 @@ impl SiteConnections {
             return Parsed::HandOff;
         };
         if !host.bytes().all(|b| b.is_ascii_graphic()) {
+            return Parsed::HandOff;
+        }
+        if self.redirecting.as_ref().is_some_and(|r| r.covers_host(host)) {
             return Parsed::HandOff;
         }
         Parsed::Fast(Head {
@@ -313,7 +332,7 @@ impl Drop for Busy<'_> {
     }
 }
 
-fn hand_off(stream: TcpStream, buf: BytesMut) -> Ended {
+fn hand_off<S>(stream: S, buf: BytesMut) -> Ended<S> {
     Ended::HandOff {
         stream,
         unread: buf.freeze(),

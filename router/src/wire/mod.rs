@@ -27,6 +27,8 @@ mod kept;
 pub mod slots;
 mod write;
 
+pub use write::Transport;
+
 use crate::Sites;
 use bytes::Bytes;
 use kept::Answers;
@@ -41,13 +43,13 @@ use tokio::net::TcpStream;
 const MAX_HEAD: usize = 16 * 1024;
 
 /// How a connection served here ended.
-pub enum Ended {
+pub enum Ended<S = TcpStream> {
     /// Closed: by the client, after `Connection: close`, on a timeout, at shutdown, or on an
     /// I/O error.
     Closed,
     /// The next request is not for this path: serve the connection from here, starting with
     /// `unread` (what was read from the socket and not answered).
-    HandOff { stream: TcpStream, unread: Bytes },
+    HandOff { stream: S, unread: Bytes },
 }
 
 /// Serves site requests on connections, handing off what it does not answer.
@@ -58,6 +60,11 @@ pub struct SiteConnections {
     answers: Arc<Answers>,
     answer_dir: Arc<Path>,
     limits: Arc<ConnectionLimits>,
+    /// On the plain listener while TLS is on: hosts this covers are not answered here but
+    /// handed off, for the general server to redirect to HTTPS.
+    redirecting: Option<crate::tls::redirect::Redirector>,
+    /// The connections are TLS: requests are marked [`Https`](crate::tls::Https).
+    https: bool,
 }
 
 impl SiteConnections {
@@ -70,6 +77,30 @@ impl SiteConnections {
             answers: Arc::default(),
             answer_dir: answer_dir.into(),
             limits,
+            redirecting: None,
+            https: false,
+        }
+    }
+
+    /// The same, for a plain listener beside a TLS one: requests for hosts `redirector` covers
+    /// go to the general server (which redirects them to HTTPS). Answers are kept apart from
+    /// this value's (each listener keeps its own).
+    pub fn redirecting(&self, redirector: crate::tls::redirect::Redirector) -> Self {
+        Self {
+            answers: Arc::default(),
+            redirecting: Some(redirector),
+            ..self.clone()
+        }
+    }
+
+    /// The same sites for a TLS listener: requests marked [`Https`](crate::tls::Https), and
+    /// answers kept apart from this value's (a TLS listener's may carry headers, HSTS, that
+    /// plain HTTP's must not).
+    pub fn https(&self) -> Self {
+        Self {
+            answers: Arc::default(),
+            https: true,
+            ..self.clone()
         }
     }
 }

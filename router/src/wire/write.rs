@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 /// A body at most this long is copied behind the head and sent with one `write`; a longer one is
@@ -26,8 +26,8 @@ const COPY_BODY: usize = 16 * 1024;
 /// `Content-Length` that says otherwise is replaced), else the one announced, and the body is held
 /// to it — longer is cut, shorter ends the connection. A body of no known length is delimited by
 /// closing the connection.
-pub(super) async fn write_response(
-    stream: &TcpStream,
+pub(super) async fn write_response<S: Transport>(
+    stream: &mut S,
     out: &mut Vec<u8>,
     response: axum::response::Response,
     head: bool,
@@ -75,7 +75,7 @@ pub(super) async fn write_response(
         if let Some(keep) = keep {
             keep.store(&out[..fixed], Bytes::new());
         }
-        return send_all(stream, out, patience).await;
+        return stream.send(out, patience).await;
     }
     let mut left = length.unwrap_or(u64::MAX);
     let mut first = true;
@@ -102,16 +102,16 @@ pub(super) async fn write_response(
             }
             if data.len() <= COPY_BODY {
                 out.extend_from_slice(&data);
-                send_all(stream, out, patience).await?;
+                stream.send(out, patience).await?;
             } else {
-                write_two(stream, out, &data, patience).await?;
+                stream.send_two(out, &data, patience).await?;
             }
         } else {
-            send_all(stream, &data, patience).await?;
+            stream.send(&data, patience).await?;
         }
     }
     if first {
-        send_all(stream, out, patience).await?;
+        stream.send(out, patience).await?;
     }
     if left != 0 && length.is_some() {
         // Shorter than announced: the client is still waiting for bytes that will not come.
@@ -132,8 +132,8 @@ fn end_head(out: &mut Vec<u8>, close: bool) {
 }
 
 /// Sends a cached answer (its head only for `HEAD`), with [`write_response`]'s patience.
-pub(super) async fn write_cached(
-    stream: &TcpStream,
+pub(super) async fn write_cached<S: Transport>(
+    stream: &mut S,
     out: &mut Vec<u8>,
     answer: &Answer,
     head: bool,
@@ -144,32 +144,147 @@ pub(super) async fn write_cached(
     out.extend_from_slice(&answer.head);
     end_head(out, close);
     if head {
-        return send_all(stream, out, patience).await;
+        return stream.send(out, patience).await;
     }
     match &answer.body {
         AnswerBody::Memory(body) if body.len() <= COPY_BODY => {
             out.extend_from_slice(body);
-            send_all(stream, out, patience).await
+            stream.send(out, patience).await
         }
-        AnswerBody::Memory(body) => write_two(stream, out, body, patience).await,
-        AnswerBody::File(AnswerFile { file, len }) => {
-            // The head waits (MSG_MORE) to leave in the same segment as the body's start.
-            send_all_with(stream, out, MsgFlags::from_bits_retain(nix::libc::MSG_MORE), patience).await?;
-            let mut offset: nix::libc::off_t = 0;
-            while (offset as usize) < *len {
-                let left = *len - offset as usize;
-                let n = write_with(stream, patience, || {
-                    nix::sys::sendfile::sendfile(stream.as_fd(), file.as_fd(), Some(&mut offset), left)
-                        .map_err(io::Error::from)
-                })
-                .await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-            Ok(())
-        }
+        AnswerBody::Memory(body) => stream.send_two(out, body, patience).await,
+        AnswerBody::File(AnswerFile { file, len }) => stream.send_file(out, file, *len, patience).await,
     }
+}
+
+/// A connection the wire path answers on: a plain socket, written with `send`, vectored writes
+/// and `sendfile`; or TLS over one, where every byte passes through the encryption and a
+/// file's bytes are read and written instead.
+///
+/// Every write waits at most `patience` for the client to take more (the send timeout).
+pub trait Transport: AsyncRead + Unpin + Send {
+    /// Writes all of `data`.
+    fn send(&mut self, data: &[u8], patience: Duration) -> impl Future<Output = io::Result<()>> + Send;
+    /// Writes `head`, then `body`.
+    fn send_two(&mut self, head: &[u8], body: &[u8], patience: Duration)
+    -> impl Future<Output = io::Result<()>> + Send;
+    /// Writes `head` (which it may use as a buffer), then the first `len` bytes of `file`.
+    fn send_file(
+        &mut self,
+        head: &mut Vec<u8>,
+        file: &std::fs::File,
+        len: usize,
+        patience: Duration,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Transport for TcpStream {
+    async fn send(&mut self, data: &[u8], patience: Duration) -> io::Result<()> {
+        send_all(self, data, patience).await
+    }
+
+    async fn send_two(&mut self, head: &[u8], body: &[u8], patience: Duration) -> io::Result<()> {
+        write_two(self, head, body, patience).await
+    }
+
+    async fn send_file(
+        &mut self,
+        head: &mut Vec<u8>,
+        file: &std::fs::File,
+        len: usize,
+        patience: Duration,
+    ) -> io::Result<()> {
+        let stream = &*self;
+        // The head waits (MSG_MORE) to leave in the same segment as the body's start.
+        send_all_with(stream, head, MsgFlags::from_bits_retain(nix::libc::MSG_MORE), patience).await?;
+        let mut offset: nix::libc::off_t = 0;
+        while (offset as usize) < len {
+            let left = len - offset as usize;
+            let n = write_with(stream, patience, || {
+                nix::sys::sendfile::sendfile(stream.as_fd(), file.as_fd(), Some(&mut offset), left)
+                    .map_err(io::Error::from)
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Plaintext handed to TLS at once: a full record's worth, so that a head and the start of its
+/// body leave in one record.
+const TLS_CHUNK: usize = 16 * 1024;
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    async fn send(&mut self, data: &[u8], patience: Duration) -> io::Result<()> {
+        write_all_patiently(self, data, patience).await?;
+        patiently(patience, self.flush()).await
+    }
+
+    async fn send_two(&mut self, head: &[u8], body: &[u8], patience: Duration) -> io::Result<()> {
+        // The head and the body's first bytes share a record.
+        let first = body.len().min(TLS_CHUNK.saturating_sub(head.len()));
+        let mut start = Vec::with_capacity(head.len() + first);
+        start.extend_from_slice(head);
+        start.extend_from_slice(&body[..first]);
+        write_all_patiently(self, &start, patience).await?;
+        write_all_patiently(self, &body[first..], patience).await?;
+        patiently(patience, self.flush()).await
+    }
+
+    async fn send_file(
+        &mut self,
+        head: &mut Vec<u8>,
+        file: &std::fs::File,
+        len: usize,
+        patience: Duration,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        // No `sendfile` through encryption: the bytes are read (from the page cache: the file
+        // was just written) and encrypted, a record's worth at a time, behind the head.
+        let mut offset = 0;
+        let mut buf = std::mem::take(head);
+        while offset < len {
+            let start = buf.len();
+            let want = (len - offset).min(TLS_CHUNK.saturating_sub(start).max(4096));
+            buf.resize(start + want, 0);
+            let n = file.read_at(&mut buf[start..], offset as u64)?;
+            if n == 0 {
+                *head = buf;
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.truncate(start + n);
+            offset += n;
+            let written = write_all_patiently(self, &buf, patience).await;
+            buf.clear();
+            if let Err(e) = written {
+                *head = buf;
+                return Err(e);
+            }
+        }
+        *head = buf;
+        patiently(patience, self.flush()).await
+    }
+}
+
+/// `write_all` where each write may wait at most `patience` for the client.
+async fn write_all_patiently<W: AsyncWrite + Unpin>(w: &mut W, mut data: &[u8], patience: Duration) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = patiently(patience, w.write(data)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// `io` if it completes within `patience`; a timeout error otherwise.
+async fn patiently<T>(patience: Duration, io: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(patience, io)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 /// Runs a non-blocking write `f` on `stream`, waiting for the socket to take more when it is full

@@ -1,0 +1,4 @@
+-- Per-project HSTS: when set, HTTPS answers for the project's hosts carry
+-- `Strict-Transport-Security`. Integers for booleans, as in every other table, so that one
+-- query text serves both backends.
+ALTER TABLE projects ADD COLUMN hsts INTEGER NOT NULL DEFAULT 0;
