@@ -124,7 +124,7 @@ start_router() {
   local data=$DIR/$name
   rm -rf "$data" && mkdir -p "$data"
   env "$@" CLOUDRUNR_DATA_DIR="$data" CLOUDRUNR_LISTEN="127.0.0.1:$port" CLOUDRUNR_DOMAIN=localtest \
-    CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS="127.0.0.1:$GIT_PORT" RUST_LOG=warn \
+    CLOUDRUNR_GIT_ALLOW_HTTP_HOSTS="127.0.0.1:$GIT_PORT" CLOUDRUNR_BUILD_EGRESS_ALLOW="127.0.0.1:$GIT_PORT" RUST_LOG=warn \
     taskset -c "$SERVER_CPUS" "$BIN" serve > "$data/server.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
