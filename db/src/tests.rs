@@ -282,8 +282,12 @@ async fn one_build_per_project_at_a_time() {
         let a1 = deploy(&db, &a).await;
         let a2 = deploy(&db, &a).await;
         let b1 = deploy(&db, &b).await;
-        let claimed: Vec<_> = db.claim_queued(10).await.unwrap().into_iter().map(|d| d.id).collect();
-        assert_eq!(claimed, vec![a1.id.clone(), b1.id.clone()]);
+        let mut claimed: Vec<_> = db.claim_queued(10).await.unwrap().into_iter().map(|d| d.id).collect();
+        // Created within the same millisecond, a1 and b1 may come in either order.
+        claimed.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        let mut expected = vec![a1.id.clone(), b1.id.clone()];
+        expected.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        assert_eq!(claimed, expected);
         assert_eq!(db.running_count().await.unwrap(), 2);
         assert!(db.claim_queued(10).await.unwrap().is_empty());
         db.apply_state(&a1.id, &StateChange::new(DeploymentState::Failed))
