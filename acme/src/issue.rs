@@ -3,7 +3,7 @@
 
 use crate::account::{ca_error, load_or_create};
 use crate::policy::{self, Gate, Recent};
-use crate::{AcmeConfig, AcmeError, CertName, certificate_times, hook, now_ms};
+use crate::{AcmeConfig, AcmeError, CertName, certificate_names, certificate_times, hook, now_ms};
 use db::{Database, OrderOutcome, StoredCertificate};
 use instant_acme::{Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy};
 use platform::crypto::SecretBox;
@@ -23,6 +23,28 @@ pub struct Issued {
     pub not_before: i64,
     pub not_after: i64,
     pub renew_at: i64,
+}
+
+impl Issued {
+    /// The names of its certificate name that the certificate is valid for: all of them, unless
+    /// it was issued before its name covered more (a wildcard without its base).
+    pub fn served_names(&self) -> Vec<&str> {
+        let valid_for = certificate_names(&self.chain_pem).unwrap_or_default();
+        self.name
+            .covered()
+            .into_iter()
+            .filter(|n| valid_for.iter().any(|v| v == n))
+            .collect()
+    }
+
+    /// Whether it still does its job at `now`: not due for renewal, and valid for every name
+    /// its certificate name covers.
+    pub fn is_current(&self, now: i64) -> bool {
+        self.renew_at > now
+            && self
+                .name
+                .is_covered_by(&certificate_names(&self.chain_pem).unwrap_or_default())
+    }
 }
 
 impl std::fmt::Debug for Issued {
@@ -113,7 +135,7 @@ impl Issuer {
     pub async fn ensure(&self, name: &CertName) -> Result<Outcome, AcmeError> {
         let now = now_ms();
         if let Some(current) = self.stored(name).await?
-            && current.renew_at > now
+            && current.is_current(now)
         {
             return Ok(Outcome::Current(current));
         }
@@ -155,7 +177,7 @@ impl Issuer {
     async fn issue_leased(&self, name: &CertName) -> Result<Outcome, AcmeError> {
         // Another process may have finished this name between our look and our lease.
         if let Some(current) = self.stored(name).await?
-            && current.renew_at > now_ms()
+            && current.is_current(now_ms())
         {
             return Ok(Outcome::Current(current));
         }
@@ -216,7 +238,13 @@ impl Issuer {
     /// The order itself; what it published for the CA is withdrawn whatever happens.
     async fn order(&self, name: &CertName) -> Result<Issued, AcmeError> {
         let account = self.account().await?;
-        let identifiers = [Identifier::Dns(name.as_str().to_owned())];
+        // A wildcard's order names its base too: one certificate for the platform's sites and
+        // its own host.
+        let identifiers: Vec<Identifier> = name
+            .covered()
+            .into_iter()
+            .map(|n| Identifier::Dns(n.to_owned()))
+            .collect();
         let mut new_order = NewOrder::new(&identifiers);
         if let Some(profile) = &self.config.profile {
             new_order = new_order.profile(profile);
@@ -240,6 +268,15 @@ impl Issuer {
         published: &mut Vec<Published>,
     ) -> Result<Issued, AcmeError> {
         let ca = |e: instant_acme::Error| ca_error(&self.config, e);
+        // Over DNS-01 a wildcard and its base are proven by two values of one record
+        // (`_acme-challenge.<base>.`): every value is published before the CA is told to look,
+        // so it never checks the record while only some of them are there.
+        let kind = if name.is_wildcard() {
+            ChallengeType::Dns01
+        } else {
+            ChallengeType::Http01
+        };
+        let mut published_dns = false;
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(ca)?;
@@ -250,18 +287,22 @@ impl Issuer {
                 other => {
                     return Err(ca_error(
                         &self.config,
-                        format!("the authorization of {name} is {other:?}"),
+                        format!("the authorization of {} is {other:?}", authz.identifier()),
                     ));
                 }
             }
-            let kind = if name.is_wildcard() {
-                ChallengeType::Dns01
-            } else {
-                ChallengeType::Http01
+            let Identifier::Dns(proven) = authz.identifier().identifier.clone() else {
+                return Err(ca_error(
+                    &self.config,
+                    format!("the CA asks to prove {}, which is no DNS name", authz.identifier()),
+                ));
             };
-            let mut challenge = authz
-                .challenge(kind.clone())
-                .ok_or_else(|| ca_error(&self.config, format!("the CA offers no {kind:?} challenge for {name}")))?;
+            let challenge = authz.challenge(kind.clone()).ok_or_else(|| {
+                ca_error(
+                    &self.config,
+                    format!("the CA offers no {kind:?} challenge for {proven}"),
+                )
+            })?;
             let key_authorization = challenge.key_authorization();
             match kind {
                 ChallengeType::Dns01 => {
@@ -270,11 +311,11 @@ impl Issuer {
                         .dns_hook
                         .as_deref()
                         .ok_or_else(|| AcmeError::NoHook(name.to_string()))?;
-                    let fqdn = hook::challenge_fqdn(name.base());
+                    let fqdn = hook::challenge_fqdn(&proven);
                     let value = key_authorization.dns_value();
                     hook::run(hook_path, "set", &fqdn, &value).await?;
                     published.push(Published::Dns { fqdn, value });
-                    tokio::time::sleep(self.config.dns_propagation).await;
+                    published_dns = true;
                 }
                 _ => {
                     let token = challenge.token.clone();
@@ -285,6 +326,19 @@ impl Issuer {
                     published.push(Published::Http { token });
                 }
             }
+        }
+        if published_dns {
+            tokio::time::sleep(self.config.dns_propagation).await;
+        }
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(ca)?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let mut challenge = authz
+                .challenge(kind.clone())
+                .ok_or_else(|| ca_error(&self.config, format!("the CA offers no {kind:?} challenge for {name}")))?;
             challenge.set_ready().await.map_err(ca)?;
         }
         let retries = RetryPolicy::new()
@@ -303,8 +357,8 @@ impl Issuer {
         }
 
         let key = rcgen::KeyPair::generate().map_err(|e| AcmeError::Certificate(e.to_string()))?;
-        let mut params = rcgen::CertificateParams::new(vec![name.as_str().to_owned()])
-            .map_err(|e| AcmeError::Certificate(e.to_string()))?;
+        let covered: Vec<String> = name.covered().into_iter().map(str::to_owned).collect();
+        let mut params = rcgen::CertificateParams::new(covered).map_err(|e| AcmeError::Certificate(e.to_string()))?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         let csr = params
             .serialize_request(&key)

@@ -21,7 +21,7 @@ mod service;
 pub use challenge::ChallengeAnswers;
 pub use issue::{Issued, Issuer, Outcome};
 pub use name::{CertName, CertNameError};
-pub use pem::{CertificateTimes, certificate_times};
+pub use pem::{CertificateTimes, certificate_names, certificate_times};
 pub use service::{AcmeService, OnDemandIssuance};
 
 use std::path::PathBuf;

@@ -54,6 +54,23 @@ impl CertName {
     pub fn base(&self) -> &str {
         self.0.strip_prefix("*.").unwrap_or(&self.0)
     }
+
+    /// The names one certificate for this name covers: a wildcard covers its base too
+    /// (`*.example.com` and `example.com`), so the platform's own host is served by the same
+    /// certificate as its sites.
+    pub fn covered(&self) -> Vec<&str> {
+        if self.is_wildcard() {
+            vec![self.as_str(), self.base()]
+        } else {
+            vec![self.as_str()]
+        }
+    }
+
+    /// Whether a certificate valid for `names` (its alternative names, lowercase) serves every
+    /// name this one covers.
+    pub fn is_covered_by(&self, names: &[String]) -> bool {
+        self.covered().iter().all(|n| names.iter().any(|have| have == n))
+    }
 }
 
 impl fmt::Display for CertName {
@@ -82,6 +99,19 @@ mod tests {
         assert!(w.is_wildcard());
         assert_eq!(w.base(), "apps.example.com");
         assert!(!CertName::parse("example.com").unwrap().is_wildcard());
+    }
+
+    #[test]
+    fn a_wildcard_covers_its_base_and_a_host_only_itself() {
+        let w = CertName::parse("*.apps.example.com").unwrap();
+        assert_eq!(w.covered(), ["*.apps.example.com", "apps.example.com"]);
+        assert!(w.is_covered_by(&["apps.example.com".into(), "*.apps.example.com".into()]));
+        // Issued before the base was part of the order: not enough.
+        assert!(!w.is_covered_by(&["*.apps.example.com".into()]));
+        let host = CertName::parse("shop.example.com").unwrap();
+        assert_eq!(host.covered(), ["shop.example.com"]);
+        assert!(host.is_covered_by(&["shop.example.com".into()]));
+        assert!(!host.is_covered_by(&["*.example.com".into()]));
     }
 
     #[test]

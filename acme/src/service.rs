@@ -115,7 +115,12 @@ impl AcmeService {
     fn serve(&self, issued: &Issued) -> bool {
         match router::tls::certified_key_from_pem(issued.chain_pem.as_bytes(), issued.key_pem.expose().as_bytes()) {
             Ok(key) => {
-                self.store.insert([issued.name.as_str()], Arc::new(key));
+                let names = issued.served_names();
+                if names.is_empty() {
+                    tracing::error!(name = %issued.name, "an issued certificate is valid for none of its names");
+                    return false;
+                }
+                self.store.insert(names, Arc::new(key));
                 true
             }
             Err(e) => {
@@ -220,8 +225,9 @@ impl AcmeService {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the certificates due for renewal"),
         }
+        // Not loaded yet, or loaded from before the certificate covered the platform's host.
         if let Some(wildcard) = &self.wildcard
-            && self.loaded_at(wildcard.as_str()).is_none()
+            && (self.loaded_at(wildcard.as_str()).is_none() || !self.store.covers(wildcard.base()))
         {
             self.kick(wildcard.clone());
         }

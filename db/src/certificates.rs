@@ -75,6 +75,16 @@ impl Database {
         row.as_ref().map(from_row).transpose()
     }
 
+    /// When the name's certificate expires (Unix milliseconds), if it has one: what a domain's
+    /// view shows, without reading the chain or the sealed key.
+    pub async fn certificate_not_after(&self, name: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT not_after FROM certificates WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get("not_after")?)).transpose()
+    }
+
     /// Every stored certificate, by name (what a router process loads into its store).
     pub async fn certificates(&self) -> Result<Vec<StoredCertificate>> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM certificates ORDER BY name"))

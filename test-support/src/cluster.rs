@@ -243,6 +243,32 @@ impl Platform {
         }
     }
 
+    /// Starts one more `cloudrunr router` on the same services, named `name` (its log and data
+    /// directory), with `extra` over the components' variables; stopped with the platform.
+    /// Returns the address of its plain listener.
+    pub fn start_router(&mut self, name: &str, extra: &[(&str, &str)]) -> String {
+        let mut env = self.env.clone();
+        env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let dir = self.data.path().join(name);
+        let args = vec![
+            "router".to_owned(),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--data-dir".to_owned(),
+            dir.to_str().expect("UTF-8").to_owned(),
+        ];
+        let log = self.data.path().join(format!("{name}.log"));
+        let (part, addr) = Part::start(name, args, "cloudrunr router listening on http://", log, env);
+        self.parts.push(part);
+        addr
+    }
+
+    /// The log of the component named `name`.
+    pub fn part_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.data.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
     /// The variables the components were started with.
     pub fn component_env(&self) -> &[(String, String)] {
         &self.env

@@ -24,6 +24,8 @@ pub(crate) struct DomainRow {
     /// (type, name, value) of each record to set.
     pub(crate) records: Vec<(&'static str, String, String)>,
     pub(crate) routing_problem: Option<&'static str>,
+    /// When the domain's certificate expires (RFC 3339), once it has one.
+    pub(crate) certificate_expires_at: Option<String>,
 }
 
 /// The project's domains for its page (empty, and logged, when they cannot be read: the rest of
@@ -36,32 +38,38 @@ pub(crate) async fn rows(state: &AppState, project: &Project) -> Vec<DomainRow> 
             return Vec::new();
         }
     };
-    domains
-        .iter()
-        .map(|d| {
-            let view = DomainView::new(state, project, d);
-            let parsed = DomainState::parse(view.state()).unwrap_or(DomainState::PendingVerification);
-            DomainRow {
-                name: view.name().to_owned(),
-                state: view.state(),
-                state_label: parsed.label(),
-                state_class: match parsed {
-                    DomainState::PendingVerification => "queued",
-                    DomainState::Verified | DomainState::CertificateIssued => "ready",
-                    DomainState::Failed => "failed",
-                },
-                reason: view.reason().map(str::to_owned),
-                routed: view.routed(),
-                redirect_to: view.redirect_to().map(str::to_owned),
-                records: view
-                    .records()
-                    .iter()
-                    .map(|r| (r.kind, r.name.clone(), r.value.clone()))
-                    .collect(),
-                routing_problem: view.routing_problem(),
+    let mut rows = Vec::with_capacity(domains.len());
+    for d in &domains {
+        let view = match DomainView::load(state, project, d).await {
+            Ok(view) => view,
+            Err(e) => {
+                tracing::error!(project = %project.id, domain = %d.name, "cannot read the domain's certificate: {e:?}");
+                return Vec::new();
             }
-        })
-        .collect()
+        };
+        let parsed = DomainState::parse(view.state()).unwrap_or(DomainState::PendingVerification);
+        rows.push(DomainRow {
+            name: view.name().to_owned(),
+            state: view.state(),
+            state_label: parsed.label(),
+            state_class: match parsed {
+                DomainState::PendingVerification => "queued",
+                DomainState::Verified | DomainState::CertificateIssued => "ready",
+                DomainState::Failed => "failed",
+            },
+            reason: view.reason().map(str::to_owned),
+            routed: view.routed(),
+            redirect_to: view.redirect_to().map(str::to_owned),
+            records: view
+                .records()
+                .iter()
+                .map(|r| (r.kind, r.name.clone(), r.value.clone()))
+                .collect(),
+            routing_problem: view.routing_problem(),
+            certificate_expires_at: view.certificate_expires_at().map(|t| t.to_string()),
+        });
+    }
+    rows
 }
 
 async fn project_of(state: &AppState, session: &Session, slug: &str) -> Result<(Option<Nav>, Project), Response> {

@@ -55,13 +55,26 @@ pub struct DomainView {
     created_at: Timestamp,
     updated_at: Timestamp,
     verified_at: Option<Timestamp>,
+    /// When the name's certificate expires, while the name routes here and has one.
+    certificate_expires_at: Option<Timestamp>,
 }
 
 const NO_PUBLIC_IPS: &str = "an apex domain needs A/AAAA records to the platform's public addresses, and this \
      platform has none configured (CLOUDRUNR_PUBLIC_IPS); use a subdomain such as www instead";
 
 impl DomainView {
-    pub fn new(state: &AppState, project: &Project, d: &Domain) -> Self {
+    /// The domain's view, with its certificate's expiry read from the database.
+    pub async fn load(state: &AppState, project: &Project, d: &Domain) -> ApiResult<Self> {
+        // A name that routes elsewhere may have a certificate, but it serves the other project.
+        let expires = if d.is_routed() {
+            state.db.certificate_not_after(d.name.as_str()).await?
+        } else {
+            None
+        };
+        Ok(Self::new(state, project, d, expires.map(Timestamp::from_millis)))
+    }
+
+    fn new(state: &AppState, project: &Project, d: &Domain, certificate_expires_at: Option<Timestamp>) -> Self {
         let routing = routing_of(state, project, &d.name);
         let records = match &routing {
             Some(r) => r.records(&d.name, &d.token),
@@ -78,6 +91,7 @@ impl DomainView {
             created_at: d.created_at,
             updated_at: d.updated_at,
             verified_at: d.verified_at,
+            certificate_expires_at,
         }
     }
 
@@ -101,6 +115,9 @@ impl DomainView {
     }
     pub fn routing_problem(&self) -> Option<&'static str> {
         self.routing_problem
+    }
+    pub fn certificate_expires_at(&self) -> Option<Timestamp> {
+        self.certificate_expires_at
     }
 }
 
@@ -272,7 +289,7 @@ pub async fn create(
     let domain = add_domain(&state, &project, req).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({ "domain": DomainView::new(&state, &project, &domain) })),
+        axum::Json(json!({ "domain": DomainView::load(&state, &project, &domain).await? })),
     ))
 }
 
@@ -283,7 +300,10 @@ pub async fn list(
 ) -> ApiResult<impl IntoResponse> {
     let project = owned(&state, &user, &slug).await?;
     let domains = state.db.project_domains(&project.id).await?;
-    let views: Vec<DomainView> = domains.iter().map(|d| DomainView::new(&state, &project, d)).collect();
+    let mut views = Vec::with_capacity(domains.len());
+    for d in &domains {
+        views.push(DomainView::load(&state, &project, d).await?);
+    }
     Ok(axum::Json(json!({ "domains": views })))
 }
 
@@ -295,7 +315,7 @@ pub async fn get(
     let project = owned(&state, &user, &slug).await?;
     let domain = project_domain(&state, &project, &name).await?;
     Ok(axum::Json(
-        json!({ "domain": DomainView::new(&state, &project, &domain) }),
+        json!({ "domain": DomainView::load(&state, &project, &domain).await? }),
     ))
 }
 
@@ -319,7 +339,7 @@ pub async fn verify(
     let domain = project_domain(&state, &project, &name).await?;
     let domain = verify_domain(&state, &project, domain).await?;
     Ok(axum::Json(
-        json!({ "domain": DomainView::new(&state, &project, &domain) }),
+        json!({ "domain": DomainView::load(&state, &project, &domain).await? }),
     ))
 }
 

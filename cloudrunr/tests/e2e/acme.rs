@@ -248,12 +248,18 @@ impl Setup {
 
 #[tokio::test]
 async fn a_verified_domain_gets_a_certificate_from_pebble_over_http_01_and_serves_https() {
-    let Some(s) = Setup::start("0.3").await else {
+    // Pebble picks a random profile for an order that names none: "default" is 90 days.
+    let Some(s) = Setup::start_with("0.3", &[("CLOUDRUNR_ACME_PROFILE", "default")]).await else {
         return;
     };
     // Before verification nothing is ordered, and HTTPS for the name has no certificate.
     let (ok, _, _) = s.curl(&s.zone, &[]).await;
     assert!(!ok, "no certificate before the domain is verified");
+    let pending = s.domain_state().await;
+    assert!(
+        pending["certificate_expires_at"].is_null(),
+        "no expiry before issuance: {pending}"
+    );
 
     s.verify().await;
     // The background round orders once the domain is verified; the state says when it is done.
@@ -262,6 +268,19 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_over_http_01_and_serve
         let domain = s.domain_state().await;
         if domain["state"] == "certificate_issued" {
             assert!(domain["reason"].is_null(), "{domain}");
+            // The view shows when the issued certificate expires: an RFC 3339 instant ahead.
+            let expires: platform::Timestamp = serde_json::from_value(domain["certificate_expires_at"].clone())
+                .unwrap_or_else(|e| panic!("an RFC 3339 expiry once issued ({e}): {domain}"));
+            let a_day = 24 * 3600 * 1000;
+            assert!(
+                expires.millis() > platform::Timestamp::now().millis() + a_day,
+                "{domain}"
+            );
+            let (_, listed) = s.p.get("/api/projects/shop/domains", &s.ann).await;
+            assert_eq!(
+                listed["domains"][0]["certificate_expires_at"], domain["certificate_expires_at"],
+                "{listed}"
+            );
             break;
         }
         assert!(
@@ -272,6 +291,31 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_over_http_01_and_serve
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     s.assert_served_over_https().await;
+    // The dashboard's Domains section shows the same expiry.
+    let expires = s.domain_state().await["certificate_expires_at"]
+        .as_str()
+        .expect("an expiry")
+        .to_owned();
+    let mut c = test_support::Client::new(&s.p);
+    let (_, page) = c.get("/login").await;
+    let csrf = test_support::csrf_of(&page);
+    let resp = c
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("email", "ann@example.com"),
+                ("password", "correct horse battery"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), reqwest::StatusCode::SEE_OTHER);
+    let (_, page) = c.get("/projects/shop").await;
+    assert!(
+        page.contains(&format!("data-certificate-expires=\"{expires}\"")),
+        "the dashboard shows the expiry {expires}: {page}"
+    );
     let log = s.p.server_log();
     assert_eq!(
         log.matches("ordering a certificate").count(),
@@ -330,7 +374,7 @@ async fn the_platform_wildcard_is_issued_over_dns_01_through_the_hook() {
     std::fs::write(
         &hook,
         format!(
-            "#!/bin/sh\nset -e\necho \"$1 $2\" >> '{calls}'\ncase \"$1\" in\n\
+            "#!/bin/sh\nset -e\necho \"$1 $2 $3\" >> '{calls}'\ncase \"$1\" in\n\
              set) curl -fsS -X POST '{management}/set-txt' -d \"{{\\\"host\\\":\\\"$2\\\",\\\"value\\\":\\\"$3\\\"}}\" ;;\n\
              clear) curl -fsS -X POST '{management}/clear-txt' -d \"{{\\\"host\\\":\\\"$2\\\"}}\" ;;\n\
              *) echo \"unknown action $1\" >&2; exit 2 ;;\nesac\n",
@@ -396,12 +440,44 @@ async fn the_platform_wildcard_is_issued_over_dns_01_through_the_hook() {
         out.contains("<h1>Static home</h1>") && out.trim_end().ends_with("2 200"),
         "{out}"
     );
-    let calls = std::fs::read_to_string(&calls).expect("the hook ran");
-    assert_eq!(
-        calls,
-        format!("set _acme-challenge.{domain}.\nclear _acme-challenge.{domain}.\n"),
-        "the record is set for the order, then cleared"
+    // The same certificate serves the platform's own host (the dashboard), the apex.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--noproxy", "*", "--resolve"])
+        .arg(format!("{domain}:{tls_port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(&pebble.roots)
+        .args(["-w", "\n%{http_code}\n"])
+        .arg(format!("https://{domain}:{tls_port}/login"))
+        .output()
+        .await
+        .expect("run curl");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && page.trim_end().ends_with("200") && page.contains("name=\"password\""),
+        "the dashboard over HTTPS on {domain}: {page}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+
+    // One order for both names: the record `_acme-challenge.<domain>.` gets one value for the
+    // wildcard and one for the apex, both set before the CA looks, and both cleared after.
+    let calls = std::fs::read_to_string(&calls).expect("the hook ran");
+    let calls: Vec<Vec<&str>> = calls.lines().map(|l| l.split(' ').collect()).collect();
+    let fqdn = format!("_acme-challenge.{domain}.");
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert!(
+        calls.iter().all(|c| c.len() == 3 && c[1] == fqdn && !c[2].is_empty()),
+        "{calls:?}"
+    );
+    let actions: Vec<&str> = calls.iter().map(|c| c[0]).collect();
+    assert_eq!(actions, ["set", "set", "clear", "clear"], "{calls:?}");
+    let mut set: Vec<&str> = calls[..2].iter().map(|c| c[2]).collect();
+    let mut cleared: Vec<&str> = calls[2..].iter().map(|c| c[2]).collect();
+    set.sort_unstable();
+    cleared.sort_unstable();
+    assert_ne!(set[0], set[1], "two values, one per name: {calls:?}");
+    assert_eq!(set, cleared, "each value set is cleared: {calls:?}");
+    let log = p.server_log();
+    assert_eq!(log.matches("ordering a certificate").count(), 1, "one order: {log}");
 }
 
 #[tokio::test]
@@ -454,4 +530,107 @@ async fn a_short_lived_certificate_is_renewed_without_a_dropped_request() {
     assert_eq!(expiries.len(), 2, "renewed once: {expiries:?}");
     let log = s.p.server_log();
     assert!(log.matches("certificate issued").count() >= 2, "{log}");
+}
+
+/// A port free a moment ago, for a listener whose address the test must know before it starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[tokio::test]
+async fn two_routers_on_one_postgres_issue_once_and_both_serve_the_certificate() {
+    let (Some(pebble), Some(dns)) = (Pebble::from_env(), Challtestsrv::from_env()) else {
+        return;
+    };
+    let Some(services) = test_support::cluster::Services::get() else {
+        return;
+    };
+    let git = GitServer::start().await;
+    git.create_repo("site", &fixture("static"));
+    let (listener, ip) = Forward::bind(pebble.http_port).await;
+    let ip_text = ip.to_string();
+    let (tls_a, tls_b) = (free_port(), free_port());
+    let listen_a = format!("127.0.0.1:{tls_a}");
+    let listen_b = format!("127.0.0.1:{tls_b}");
+    // Both routers look for verified domains without a certificate every 0.3 s: they race.
+    let mut p = test_support::cluster::start(
+        &services,
+        &[
+            ("CLOUDRUNR_DOMAIN", DOMAIN),
+            ("CLOUDRUNR_TLS_LISTEN", &listen_a),
+            ("CLOUDRUNR_DNS_RESOLVER", &dns.dns),
+            ("CLOUDRUNR_PUBLIC_IPS", &ip_text),
+            ("CLOUDRUNR_ACME_DIRECTORY", &pebble.directory),
+            ("CLOUDRUNR_ACME_CA_ROOTS", &pebble.ca),
+            ("CLOUDRUNR_ACME_EMAIL", "ops@example.test"),
+            ("CLOUDRUNR_ACME_CHECK_SECS", "0.3"),
+            ("CLOUDRUNR_ACME_RETRY_SECS", "1"),
+            ("CLOUDRUNR_ACME_PROFILE", "default"),
+        ],
+    )
+    .await;
+    p.start_router("router-b", &[("CLOUDRUNR_TLS_LISTEN", &listen_b)]);
+    // Pebble's HTTP-01 checks reach the first router; the second answers from the same table.
+    let _forward = Forward::run(listener, SocketAddr::from(([127, 0, 0, 1], p.sites_port)));
+    let ann = p.signup("Ann").await;
+    p.create_project(&ann, json!({ "name": "shop", "git_url": git.url("site") }))
+        .await;
+    let id = p.deploy(&ann, "shop").await;
+    assert_eq!(p.wait_final(&ann, &id).await["state"], "ready", "{}", p.server_log());
+
+    let zone = Challtestsrv::unique_zone();
+    let (status, added) = p
+        .post("/api/projects/shop/domains", &ann, json!({ "name": zone }))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{added}");
+    let token = added["domain"]["records"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["type"] == "TXT"))
+        .and_then(|r| r["value"].as_str())
+        .unwrap_or_else(|| panic!("a TXT record to set: {added}"))
+        .to_owned();
+    dns.add_a(&zone, &[&ip_text]).await;
+    dns.set_txt(&format!("_cloudrunr.{zone}"), &token).await;
+    let (status, body) = p
+        .post(&format!("/api/projects/shop/domains/{zone}/verify"), &ann, json!({}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["domain"]["state"], "verified", "{body}");
+
+    // Each router serves the site over HTTPS with the issued chain.
+    for port in [tls_a, tls_b] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "20", "--noproxy", "*", "--resolve"])
+                .arg(format!("{zone}:{port}:127.0.0.1"))
+                .arg("--cacert")
+                .arg(&pebble.roots)
+                .args(["-w", "\n%{http_code}\n"])
+                .arg(format!("https://{zone}:{port}/"))
+                .output()
+                .await
+                .expect("run curl");
+            let page = String::from_utf8_lossy(&out.stdout);
+            if out.status.success() && page.contains("<h1>Static home</h1>") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the router on {port} never served {zone} over HTTPS: {page}\n{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                p.server_log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // One order in all: the lease kept the other router from ordering too.
+    let orders = p.part_log("router").matches("ordering a certificate").count()
+        + p.part_log("router-b").matches("ordering a certificate").count();
+    assert_eq!(orders, 1, "{}", p.server_log());
+    let (_, domain) = p.get(&format!("/api/projects/shop/domains/{zone}"), &ann).await;
+    assert_eq!(domain["domain"]["state"], "certificate_issued", "{domain}");
 }
